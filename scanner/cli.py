@@ -1,0 +1,259 @@
+"""The command line: argv and ``SCANNER_*`` variables in, one exit code out.
+
+This is the only module that knows about argv, the environment's ``SCANNER_*`` variables,
+stderr and exit codes. Exit codes::
+
+    0    success
+    1    any other failure (after retries)
+    2    usage or configuration error
+    3    credentials missing or rejected, access denied
+    4    bucket does not exist
+    5    endpoint unreachable, not S3, or TLS failure
+    130  interrupted (SIGINT); 143 terminated (SIGTERM); nothing is left at the output path
+    141  standard output was closed by its reader
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from scanner import __version__
+from scanner.config import DEFAULT_CONCURRENCY, ConnectionConfig, ScanConfig, parse_s3_uri
+from scanner.errors import OutputClosed, ScanError, UsageError, redact
+
+ENV_PREFIX = "SCANNER_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _env_name(dest: str) -> str:
+    return ENV_PREFIX + dest.upper()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _flag(parser: argparse.ArgumentParser, *names: str, help: str) -> None:  # noqa: A002
+    parser.add_argument(*names, action="store_true", default=None, help=help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="scanner",
+        description="List an S3 bucket (or a prefix of it) fast, exactly once, in key order.",
+    )
+    parser.add_argument("--version", action="version", version=f"scanner {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    scan = commands.add_parser(
+        "scan",
+        help="list a bucket or prefix",
+        description=(
+            "List every object under s3://BUCKET[/PREFIX]. Every option can also be set with "
+            "an environment variable SCANNER_<OPTION> (for example SCANNER_OUTPUT, "
+            "SCANNER_CONCURRENCY, SCANNER_NO_SIGN_REQUEST=true); the URI with SCANNER_URI."
+        ),
+    )
+    scan.add_argument("uri", nargs="?", help="s3://BUCKET[/PREFIX]")
+    scan.add_argument("-o", "--output", help="output path, or - for standard output (default)")
+    scan.add_argument("-f", "--format", choices=("jsonl", "csv"), help="output format (default jsonl)")
+    scan.add_argument("--unordered", action="store_true", default=None,
+                      help="write pages as they arrive instead of in key order")
+    scan.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS, or AWS_ENDPOINT_URL)")
+    scan.add_argument("--region", help="bucket region (default: from the AWS configuration)")
+    scan.add_argument("--profile", help="AWS profile from the shared config/credentials files")
+    scan.add_argument("--addressing-style", choices=("auto", "path", "virtual"),
+                      help="bucket addressing (default auto)")
+    _flag(scan, "--no-sign-request", help="send unsigned requests (public buckets)")
+    _flag(scan, "--request-payer", help="accept requester-pays charges")
+    scan.add_argument("--ca-bundle", help="PEM file of CA certificates to verify TLS with")
+    scan.add_argument("--concurrency", type=_positive_int,
+                      help=f"most ListObjectsV2 requests in flight (default {DEFAULT_CONCURRENCY})")
+    scan.add_argument("--max-attempts", type=_positive_int,
+                      help="attempts per request before the scan fails (default 10)")
+    scan.add_argument("--temp-dir", help="directory for spill files (default: the system's)")
+    _flag(scan, "-q", "--quiet", help="no summary on standard error")
+    return parser
+
+
+def _apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill options not given on the command line from SCANNER_<OPTION>."""
+    scan = _subparser(parser, "scan")
+    for action in scan._actions:
+        if action.dest in ("help",) or getattr(args, action.dest, None) is not None:
+            continue
+        raw = os.environ.get(_env_name(action.dest))
+        if raw is None:
+            continue
+        setattr(args, action.dest, _convert(action, raw))
+
+
+def _convert(action: argparse.Action, raw: str) -> Any:
+    name = _env_name(action.dest)
+    if isinstance(action, argparse._StoreTrueAction):
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return None
+        raise UsageError(f"{name} must be true or false, not {raw!r}")
+    if action.choices is not None and raw not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise UsageError(f"{name}={raw!r} is not one of: {choices}")
+    if action.type is not None:
+        convert: Callable[[str], Any] = action.type  # type: ignore[assignment]
+        try:
+            return convert(raw)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+    return raw
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise LookupError(name)
+
+
+def config_from_args(args: argparse.Namespace) -> ScanConfig:
+    if not args.uri:
+        raise UsageError("no S3 URI given (scanner scan s3://BUCKET[/PREFIX], or SCANNER_URI)")
+    connection = ConnectionConfig(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        addressing_style=args.addressing_style or "auto",
+        no_sign_request=bool(args.no_sign_request),
+        request_payer=bool(args.request_payer),
+        ca_bundle=args.ca_bundle,
+        concurrency=args.concurrency or DEFAULT_CONCURRENCY,
+        max_attempts=args.max_attempts or 10,
+    )
+    if args.ca_bundle and not os.path.isfile(args.ca_bundle):
+        raise UsageError(f"CA bundle {args.ca_bundle!r} does not exist")
+    return ScanConfig(
+        location=parse_s3_uri(args.uri),
+        connection=connection,
+        output=args.output or "-",
+        output_format=args.format or "jsonl",
+        ordered=not args.unordered,
+        temp_dir=args.temp_dir or os.environ.get("TMPDIR"),
+    )
+
+
+def _format_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
+def _print_error(message: str, secrets: tuple[str, ...] = ()) -> None:
+    print(f"error: {redact(message, secrets)}", file=sys.stderr, flush=True)
+
+
+def _first_failure(exc: BaseException) -> BaseException:
+    """The error that matters inside (possibly nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        failures = [_first_failure(e) for e in exc.exceptions]
+        for failure in failures:
+            if isinstance(failure, ScanError | OutputClosed):
+                return failure
+        return failures[0]
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _apply_environment(parser, args)
+        config = config_from_args(args)
+    except UsageError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    return _run(config, quiet=bool(args.quiet))
+
+
+def _run(config: ScanConfig, *, quiet: bool) -> int:
+    import anyio
+
+    from scanner.pipeline import ScanSummary, run_scan
+
+    received: list[int] = []
+    secrets = tuple(
+        v for v in (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")) if v
+    )
+
+    async def scan_until_signalled() -> ScanSummary | None:
+        result: list[ScanSummary] = []
+        async with anyio.create_task_group() as group:
+
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        received.append(signum)
+                        group.cancel_scope.cancel()
+                        return
+
+            async def scan() -> None:
+                result.append(await run_scan(config))
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_signals)
+            group.start_soon(scan)
+        return result[0] if result else None
+
+    try:
+        summary = anyio.run(scan_until_signalled, backend="asyncio", backend_options={"use_uvloop": True})
+    except KeyboardInterrupt:
+        received.append(signal.SIGINT)
+        summary = None
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and a code
+        failure = _first_failure(exc)
+        if isinstance(failure, OutputClosed):
+            return 141
+        if isinstance(failure, ScanError):
+            _print_error(str(failure), secrets)
+            return failure.exit_code
+        if isinstance(failure, KeyboardInterrupt):
+            return 128 + signal.SIGINT
+        if os.environ.get("SCANNER_DEBUG"):
+            raise
+        _print_error(f"unexpected {type(failure).__name__}: {failure}", secrets)
+        return 1
+    if received:
+        signum = received[0]
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        print(f"error: {name}; no output was written", file=sys.stderr, flush=True)
+        return 128 + signum
+    assert summary is not None
+    if not quiet:
+        print(
+            f"scanned {summary.objects:,} objects, {_format_bytes(summary.bytes)}, "
+            f"in {summary.seconds:.2f} s ({summary.keys_per_second:,.0f} keys/s); "
+            f"{summary.requests.requests:,} requests, {summary.requests.retries:,} retries",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 0

@@ -1,0 +1,73 @@
+"""Scan configuration: one frozen value built by the CLI and passed down."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from scanner.errors import UsageError
+
+OutputFormat = Literal["jsonl", "csv"]
+AddressingStyle = Literal["auto", "path", "virtual"]
+
+# 16 requests in flight keeps a 1000-key page arriving every ~6 ms at S3's usual 100 ms LIST
+# latency (about 160k keys/s, what one Python process can encode), while each extra range
+# costs at most one partly wasted page where it meets its neighbour.
+DEFAULT_CONCURRENCY: Final = 16
+MAX_KEYS_PER_PAGE: Final = 1000
+
+_BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
+_LEGACY_BUCKET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]{1,253}[A-Za-z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """``s3://BUCKET[/PREFIX]`` to a location; anything else is a ``UsageError``."""
+    if not uri.startswith("s3://"):
+        raise UsageError(f"not an S3 URI: {uri!r} (expected s3://BUCKET[/PREFIX])")
+    rest = uri[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise UsageError(f"no bucket name in {uri!r} (expected s3://BUCKET[/PREFIX])")
+    # Lower-case DNS names are the rule since 2018; older buckets may use the legacy set.
+    if not (_BUCKET_NAME.fullmatch(bucket) or _LEGACY_BUCKET_NAME.fullmatch(bucket)):
+        raise UsageError(f"invalid bucket name {bucket!r} in {uri!r}")
+    if ".." in bucket:
+        raise UsageError(f"invalid bucket name {bucket!r} in {uri!r}")
+    return S3Location(bucket, prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionConfig:
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: AddressingStyle = "auto"
+    no_sign_request: bool = False
+    request_payer: bool = False
+    ca_bundle: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    location: S3Location
+    connection: ConnectionConfig
+    output: str = "-"
+    output_format: OutputFormat = "jsonl"
+    ordered: bool = True
+    # Bytes of finished-but-not-yet-writable output kept in memory before spilling to disk.
+    memory_budget: int = 64 * 1024 * 1024
+    temp_dir: str | None = None

@@ -1,0 +1,189 @@
+"""Enumerating a prefix exactly once with many concurrent ranges.
+
+1. Discovery: one ``Delimiter="/"`` listing of the prefix (and of its only folders, while there
+   are too few of them) finds common prefixes. They are real points of the key space, so the
+   first ranges are cut there: each covers a run of consecutive folders.
+2. Each range is listed flat, page after page with ``StartAfter`` = the last key seen, and stops
+   at its inclusive upper bound (the rest of that page belongs to the next range).
+3. When a range comes back truncated and fewer ranges are alive than requests may be in flight,
+   the rest of it, (last key seen, upper bound], is split at byte-wise midpoints; the worker keeps
+   the first part and new workers take the others. So a flat or skewed key space fans out as it
+   goes, and no hint is needed.
+
+Every key lands in exactly one range (``keyspace`` proves the tiling), every page is checked to
+start after its ``StartAfter`` (a server ignoring it would otherwise duplicate keys), and pages
+are paged on ``IsTruncated``, never on page size (Ceph RGW returns short truncated pages).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from scanner.config import MAX_KEYS_PER_PAGE
+from scanner.errors import ScanError
+from scanner.keyspace import KeyRange, ranges_from_boundaries, split
+from scanner.records import ObjectRecord
+from scanner.s3.parse import ListPage
+
+# Discovery descends into a level's folders only while it has fewer than this many of them,
+# and no deeper than this: a few requests, never a crawl of the tree.
+_DISCOVERY_MAX_DEPTH: Final = 3
+_MAX_SPLIT_WAYS: Final = 8
+
+
+class PageSource(Protocol):
+    """The storage seam: one ListObjectsV2-like page of a key range."""
+
+    async def list_page(
+        self,
+        key_range: KeyRange,
+        *,
+        delimiter: str | None = None,
+        token: str | None = None,
+        max_keys: int = MAX_KEYS_PER_PAGE,
+    ) -> ListPage: ...
+
+
+class OutputSlot(Protocol):
+    """Where one range's records go, in its own key order."""
+
+
+EmitFn = Callable[[OutputSlot, list[ObjectRecord]], Awaitable[None]]
+SplitFn = Callable[[OutputSlot, int], list[OutputSlot]]
+FinishFn = Callable[[OutputSlot], None]
+
+
+class StartAfterIgnored(ScanError):
+    """The server returned keys at or before ``StartAfter``."""
+
+
+@dataclass
+class EnumerationStats:
+    ranges: int = 0
+    ranges_done: int = 0
+    splits: int = 0
+    discarded_keys: int = 0
+
+
+class Enumerator:
+    """Lists ``root`` through ``source`` and hands each range's records to ``emit``."""
+
+    def __init__(
+        self,
+        source: PageSource,
+        root: KeyRange,
+        *,
+        parallelism: int,
+        emit: EmitFn,
+        split_slot: SplitFn,
+        finish_slot: FinishFn,
+    ) -> None:
+        self._source = source
+        self._root = root
+        self._parallelism = max(1, parallelism)
+        self._emit = emit
+        self._split_slot = split_slot
+        self._finish_slot = finish_slot
+        self._alive = 0
+        self.stats = EnumerationStats()
+
+    async def run(self, first_slot: OutputSlot) -> None:
+        async with anyio.create_task_group() as group:
+            ranges = await self._discover()
+            slots = [first_slot, *self._split_slot(first_slot, len(ranges) - 1)]
+            for key_range, slot in zip(ranges, slots, strict=True):
+                self._start(group, key_range, slot)
+
+    async def _discover(self) -> list[KeyRange]:
+        if self._parallelism < 2:
+            return [self._root]
+        boundaries: list[str] = []
+        level = [self._root.prefix]
+        for _ in range(_DISCOVERY_MAX_DEPTH):
+            found: list[str] = []
+            for prefix in level:
+                page = await self._source.list_page(
+                    KeyRange(prefix), delimiter="/", max_keys=MAX_KEYS_PER_PAGE
+                )
+                found.extend(page.common_prefixes)
+                if page.is_truncated:
+                    # A wide level. Its folders cut the part of the key space this page saw,
+                    # and the range past them splits itself as it goes. Its keys are no use as
+                    # cut points: they crowd the first thousandth of a flat namespace.
+                    boundaries.extend(found)
+                    return ranges_from_boundaries(self._root.prefix, boundaries, self._parallelism)
+                if not page.common_prefixes:
+                    continue
+                boundaries.extend(page.common_prefixes)
+            if len(boundaries) >= self._parallelism or not found or len(found) > self._parallelism:
+                break
+            level = found
+        return ranges_from_boundaries(self._root.prefix, boundaries, self._parallelism)
+
+    def _start(self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot) -> None:
+        self._alive += 1
+        self.stats.ranges += 1
+        group.start_soon(self._list_range, group, key_range, slot)
+
+    async def _list_range(self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot) -> None:
+        token: str | None = None
+        try:
+            while True:
+                page = await self._source.list_page(key_range, token=token)
+                records = page.records
+                if records and key_range.start_after is not None and token is None:
+                    if records[0].key <= key_range.start_after:
+                        raise StartAfterIgnored(
+                            "the server ignored StartAfter (returned "
+                            f"{records[0].key!r} after {key_range.start_after!r})"
+                        )
+                end = key_range.end
+                finished = not page.is_truncated
+                if end is not None and records and records[-1].key > end:
+                    cut = _count_up_to(records, end)
+                    self.stats.discarded_keys += len(records) - cut
+                    records = records[:cut]
+                    finished = True
+                if records:
+                    await self._emit(slot, records)
+                if finished:
+                    return
+                if records:
+                    key_range = key_range.after(records[-1].key)
+                    token = None
+                elif page.next_token:
+                    # A truncated page without keys: only the token can move on.
+                    token = page.next_token
+                else:
+                    raise ScanError("the server sent a truncated page with no way to continue")
+                if token is None:
+                    key_range = self._maybe_split(group, key_range, slot)
+        finally:
+            self._alive -= 1
+            self.stats.ranges_done += 1
+            self._finish_slot(slot)
+
+    def _maybe_split(self, group: TaskGroup, rest: KeyRange, slot: OutputSlot) -> KeyRange:
+        """Give idle request slots the upper parts of ``rest``; keep the first part."""
+        idle = self._parallelism - self._alive
+        if idle < 1 or rest.start_after is None:
+            return rest
+        parts = split(rest, rest.start_after, min(idle + 1, _MAX_SPLIT_WAYS))
+        if len(parts) < 2:
+            return rest
+        self.stats.splits += 1
+        new_slots = self._split_slot(slot, len(parts) - 1)
+        for part, new_slot in zip(parts[1:], new_slots, strict=True):
+            self._start(group, part, new_slot)
+        return parts[0]
+
+
+def _count_up_to(records: Sequence[ObjectRecord], end: str) -> int:
+    """How many records (sorted by key) have ``key <= end``."""
+    return bisect.bisect_right(records, end, key=lambda r: r.key)

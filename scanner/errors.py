@@ -1,0 +1,115 @@
+"""The errors a scan can end with, each tied to a documented exit code.
+
+::
+
+    ScanError (1)                  any other failure after retries
+    ├── UsageError (2)             bad URI, bad option, output location unusable
+    ├── AccessError (3)            missing or wrong credentials, access denied
+    ├── BucketNotFoundError (4)    the bucket does not exist
+    └── EndpointError (5)          endpoint unreachable, not S3, or TLS failure
+
+Every message is one line meant for the user; none carries a secret (``redact`` is applied to
+anything that came from a library or a server). Cancellation is not an error and never becomes
+one of these.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Final
+
+_SECRET_PATTERNS: Final = (
+    # SigV4 query and header parts, and session tokens.
+    re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"),
+    re.compile(r"(?i)(Signature=)[0-9a-f]+"),
+    re.compile(r"(?i)(Credential=)[^,\s/]+"),
+    re.compile(r"(?i)((?:aws_)?(?:secret_access_key|session_token|access_key_id)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"),
+    # Anything shaped like an AWS access key id.
+    re.compile(r"\b((?:AKIA|ASIA))[A-Z0-9]{16}\b"),
+)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Remove credentials from text that may have come from a library or a server."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "[redacted]", text)
+    return " ".join(text.split())
+
+
+class ScanError(Exception):
+    exit_code: ClassVar[int] = 1
+
+
+class UsageError(ScanError):
+    exit_code: ClassVar[int] = 2
+
+
+class AccessError(ScanError):
+    exit_code: ClassVar[int] = 3
+
+
+class BucketNotFoundError(ScanError):
+    exit_code: ClassVar[int] = 4
+
+
+class EndpointError(ScanError):
+    exit_code: ClassVar[int] = 5
+
+
+class OutputClosed(Exception):
+    """The reader of standard output went away (for example ``scanner ... | head``)."""
+
+
+CREDENTIAL_CODES: Final = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidSecurity",
+        "AuthorizationQueryParametersError",
+    }
+)
+ACCESS_DENIED_CODES: Final = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem"})
+TRANSIENT_CODES: Final = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "503 SlowDown",
+    }
+)
+TRANSIENT_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+
+
+def error_for_code(code: str, message: str, bucket: str, prefix: str) -> ScanError:
+    """The error a non-transient S3 error code means for a listing of ``bucket``/``prefix``."""
+    where = f"s3://{bucket}/{prefix}"
+    if code == "NoSuchBucket":
+        return BucketNotFoundError(f"bucket {bucket!r} does not exist")
+    if code in ACCESS_DENIED_CODES:
+        return AccessError(
+            f"access denied listing {where}: the credentials need s3:ListBucket on "
+            f"arn:aws:s3:::{bucket} (the bucket ARN, not /*)"
+            + (f" for prefix {prefix!r}" if prefix else "")
+        )
+    if code in CREDENTIAL_CODES:
+        hint = {
+            "InvalidAccessKeyId": "the access key id is not known to this endpoint",
+            "SignatureDoesNotMatch": "the secret access key is wrong for this access key id",
+            "ExpiredToken": "the session credentials have expired",
+        }.get(code, "the credentials were rejected")
+        return AccessError(f"{code} listing {where}: {hint}")
+    if code == "InvalidBucketName":
+        return UsageError(f"invalid bucket name {bucket!r}")
+    detail = f": {redact(message)}" if message else ""
+    return ScanError(f"{code} listing {where}{detail}")

@@ -1,0 +1,193 @@
+"""Key ranges and how to split them.
+
+S3 returns keys in UTF-8 byte order, which for valid Unicode strings is the same as Python's
+``str`` order (code point order). A ``KeyRange`` is the half-open interval ``(start_after, end]``
+of keys under a prefix: ``StartAfter`` is exclusive and S3 has no end key, so the upper bound is
+inclusive and enforced by the lister. Ranges made by ``split`` tile their parent exactly: every
+key of the parent falls in exactly one child, including keys equal to a split point (they belong
+to the range whose inclusive upper bound they are).
+
+Split points are real keys (valid Unicode), chosen at byte-wise midpoints: the distance between
+two characters is measured on their UTF-8 encodings, so ASCII-dense key spaces get split finely
+and the sparse upper planes of Unicode cost few probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MAX_CODE_POINT: Final = 0x10FFFF
+_SURROGATES: Final = range(0xD800, 0xE000)
+# A digit past every real character: the "infinity" a range without an upper bound ends at.
+_BEYOND: Final = MAX_CODE_POINT + 1
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """Keys ``k`` with ``k.startswith(prefix)`` and ``start_after < k <= end``.
+
+    ``start_after=None`` means from the first key under the prefix; ``end=None`` means up to the
+    last one. Both bounds, when set, start with ``prefix``.
+    """
+
+    prefix: str
+    start_after: str | None = None
+    end: str | None = None
+
+    def contains(self, key: str) -> bool:
+        return (
+            key.startswith(self.prefix)
+            and (self.start_after is None or key > self.start_after)
+            and (self.end is None or key <= self.end)
+        )
+
+    def request_prefix(self) -> str:
+        """The longest prefix every key of the range shares: narrower requests waste less.
+
+        Any string between two strings that share a prefix also has that prefix, so the common
+        prefix of the bounds is a valid (and still IAM-compatible, since it extends the user's
+        prefix) ``Prefix`` for the request.
+        """
+        if self.start_after is None or self.end is None:
+            return self.prefix
+        common = _common_prefix(self.start_after, self.end)
+        return common if len(common) > len(self.prefix) else self.prefix
+
+    def after(self, key: str) -> KeyRange:
+        """The rest of this range once ``key`` has been listed."""
+        return KeyRange(self.prefix, key, self.end)
+
+    def with_end(self, end: str | None) -> KeyRange:
+        return KeyRange(self.prefix, self.start_after, end)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return a[:i]
+
+
+# Lead bytes 0x80-0xC1 and 0xF5-0xFF never start a UTF-8 character: the weight scale leaves them
+# out, so a midpoint between ASCII and "past everything" still lands on a useful character.
+_LEAD_GAP: Final = 0xC2 - 0x80
+_WEIGHT_BEYOND: Final = (0xF5 - _LEAD_GAP) << 24
+
+
+def _utf8_weight(code_point: int) -> int:
+    """Position of a character on a byte-wise scale: its UTF-8 bytes as a 4-byte number."""
+    if code_point >= _BEYOND:
+        return _WEIGHT_BEYOND
+    raw = chr(code_point).encode("utf-8", "surrogatepass").ljust(4, b"\0")
+    lead = raw[0] if raw[0] < 0x80 else raw[0] - _LEAD_GAP
+    return (lead << 24) | int.from_bytes(raw[1:])
+
+
+def _char_at_weight(weight: int) -> int:
+    """The smallest valid character whose weight is at least ``weight`` (or _BEYOND)."""
+    if weight >= _WEIGHT_BEYOND:
+        return _BEYOND
+    raw = bytearray(weight.to_bytes(4))
+    if raw[0] < 0x80:
+        return raw[0]
+    raw[0] += _LEAD_GAP
+    lead = raw[0]
+    length = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    candidate = raw[:length]
+    for i in range(1, length):
+        candidate[i] = min(max(candidate[i], 0x80), 0xBF)
+    try:
+        code_point = ord(bytes(candidate).decode("utf-8"))
+    except UnicodeDecodeError:
+        # Overlong, surrogate or out-of-range forms: go on from the next lead byte.
+        return _char_at_weight(((lead + 1 - _LEAD_GAP) << 24))
+    if _utf8_weight(code_point) < weight:
+        code_point += 1
+    if code_point in _SURROGATES:
+        return _SURROGATES.stop
+    return code_point
+
+
+def _between(lo: int, hi: int) -> int | None:
+    """A character strictly between code points ``lo`` and ``hi`` (``lo`` may be -1), or None."""
+    if hi - lo < 2:
+        return None
+    low_weight = -1 if lo < 0 else _utf8_weight(lo)
+    mid = _char_at_weight((low_weight + _utf8_weight(hi)) // 2 + 1)
+    if mid <= lo:
+        mid = lo + 1
+    if mid in _SURROGATES:
+        mid = _SURROGATES.stop
+    return mid if lo < mid < hi else None
+
+
+def midpoint(low: str, high: str | None, prefix: str = "") -> str | None:
+    """A key strictly between ``low`` and ``high`` (``None``: past every key under ``prefix``).
+
+    Returns None when no such key exists (``high`` is ``low`` plus the smallest character).
+    """
+    position = len(prefix)
+    while True:
+        lo = ord(low[position]) if position < len(low) else -1
+        if high is None:
+            hi = _BEYOND
+        elif position < len(high):
+            hi = ord(high[position])
+        else:
+            return None  # high is a prefix of low's head, so nothing fits in between
+        if lo == hi:
+            position += 1
+            continue
+        middle = _between(lo, hi)
+        if middle is not None:
+            return low[:position] + chr(middle)
+        if lo < 0:
+            # high is low plus one more character with nothing below it: nothing in between.
+            return None
+        # Adjacent characters: keep low's character and look for room after it, where the
+        # upper bound no longer constrains (anything starting with low[:position+1] is < high).
+        high = None
+        position += 1
+
+
+def split(key_range: KeyRange, after: str, parts: int) -> list[KeyRange]:
+    """Split the rest of ``key_range`` past key ``after`` into up to ``parts`` ranges.
+
+    The result tiles ``(after, key_range.end]`` exactly, in key order. Fewer ranges come back
+    when the interval cannot be divided further.
+    """
+    points: list[str] = []
+    _split_points(after, key_range.end, key_range.prefix, parts, points)
+    bounds: list[str | None] = [after, *points, key_range.end]
+    return [
+        KeyRange(key_range.prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)
+    ]
+
+
+def _split_points(low: str, high: str | None, prefix: str, parts: int, out: list[str]) -> None:
+    if parts < 2:
+        return
+    middle = midpoint(low, high, prefix)
+    if middle is None:
+        return
+    left = parts // 2
+    _split_points(low, middle, prefix, left, out)
+    out.append(middle)
+    _split_points(middle, high, prefix, parts - left, out)
+
+
+def ranges_from_boundaries(prefix: str, boundaries: list[str], parts: int) -> list[KeyRange]:
+    """Tile the whole prefix with ranges that end at evenly spaced ``boundaries`` (sorted keys).
+
+    Used with the common prefixes a delimiter listing found: they are real points of the key
+    space, so ranges cut there follow the data instead of the alphabet.
+    """
+    usable = sorted({b for b in boundaries if b.startswith(prefix) and b != prefix})
+    cuts = min(parts - 1, len(usable))
+    if cuts < 1:
+        return [KeyRange(prefix)]
+    chosen = sorted({usable[(i * len(usable)) // (cuts + 1)] for i in range(1, cuts + 1)})
+    bounds: list[str | None] = [None, *chosen, None]
+    return [KeyRange(prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]

@@ -1,0 +1,336 @@
+"""ListObjectsV2 over HTTP: botocore prepares and signs, aiohttp sends, ``parse`` reads.
+
+aioboto3 (through aiobotocore) stays in charge of everything that is hard to get right and cheap
+per request: credentials from every AWS source (environment, profiles, SSO, IRSA/web identity,
+instance roles, with refresh), region and endpoint rules, addressing style, request payer and
+SigV4. It hands back the signed request through its ``before-send`` event, and this module sends
+it with a plain aiohttp GET so the response never reaches botocore's XML parser (60-70 ms per
+1000-key page against about 1 ms for ``parse``).
+
+Retries live here: transient statuses, throttling codes, dropped connections, timeouts and
+damaged bodies are retried with exponential backoff and full jitter, each attempt signed anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from scanner.config import MAX_KEYS_PER_PAGE, ConnectionConfig, S3Location
+from scanner.errors import (
+    TRANSIENT_CODES,
+    TRANSIENT_STATUSES,
+    AccessError,
+    BucketNotFoundError,
+    EndpointError,
+    ScanError,
+    UsageError,
+    error_for_code,
+    redact,
+)
+from scanner.keyspace import KeyRange
+from scanner.s3.parse import ErrorDocument, ListPage, MalformedListing, parse_error, parse_list_page
+
+if TYPE_CHECKING:
+    import aiohttp
+
+_BACKOFF_BASE: Final = 0.1
+_BACKOFF_CAP: Final = 10.0
+_REGION_HEADER: Final = "x-amz-bucket-region"
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    last_error: str = ""
+
+
+class _Prepared(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Carries the signed request out of botocore's send path."""
+
+    def __init__(self, request: Any) -> None:
+        super().__init__()
+        self.request = request
+
+
+def _capture(request: Any, **_: Any) -> None:
+    raise _Prepared(request)
+
+
+class _Retry(Exception):  # noqa: N818 - a control-flow signal
+    def __init__(self, reason: str, *, throttled: bool = False, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.throttled = throttled
+        self.retry_after = retry_after
+
+
+@dataclass
+class S3PageSource:
+    """Lists pages of one bucket. Use as an async context manager."""
+
+    location: S3Location
+    config: ConnectionConfig
+    stats: RequestStats = field(default_factory=RequestStats)
+    _client: Any = None
+    _client_context: Any = None
+    _http: aiohttp.ClientSession | None = None
+    _region_switched: bool = False
+    _secrets: tuple[str, ...] = ()
+
+    async def __aenter__(self) -> S3PageSource:
+        await self._open_client(self.config.region)
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.config.connect_timeout,
+            sock_read=self.config.read_timeout,
+        )
+        connector = aiohttp.TCPConnector(
+            limit=self.config.concurrency + 4,
+            ssl=self._ssl_context(),
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+        )
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=True,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._client_context is not None:
+            await self._client_context.__aexit__(None, None, None)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        import os
+
+        from botocore.httpsession import get_cert_path
+
+        bundle = self.config.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
+        try:
+            return ssl.create_default_context(cafile=bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot read CA bundle {bundle!r}: {exc.strerror or exc}") from exc
+
+    async def _open_client(self, region: str | None) -> None:
+        import aioboto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+        if self._client_context is not None:
+            await self._client_context.__aexit__(None, None, None)
+            self._client_context = None
+        try:
+            session = aioboto3.Session(profile_name=self.config.profile)
+            config = Config(
+                signature_version=UNSIGNED if self.config.no_sign_request else "s3v4",
+                s3={"addressing_style": self.config.addressing_style},
+                retries={"max_attempts": 0},
+            )
+            self._client_context = session.client(
+                "s3",
+                endpoint_url=self.config.endpoint_url,
+                region_name=region,
+                config=config,
+            )
+            self._client = await self._client_context.__aenter__()
+        except ProfileNotFound as exc:
+            raise UsageError(f"AWS profile {self.config.profile!r} not found") from exc
+        except BotoCoreError as exc:
+            raise UsageError(f"cannot configure the S3 client: {redact(str(exc))}") from exc
+        except ValueError as exc:
+            raise UsageError(f"cannot configure the S3 client: {redact(str(exc))}") from exc
+        self._client.meta.events.register("before-send.s3.ListObjectsV2", _capture)
+        if not self.config.no_sign_request:
+            credentials = await session.get_credentials()
+            if credentials is not None:
+                frozen = await credentials.get_frozen_credentials()
+                self._secrets = tuple(
+                    s for s in (frozen.secret_key, frozen.token, frozen.access_key) if s
+                )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Configured credential values, for scrubbing anything printed."""
+        return self._secrets
+
+    async def _prepare(self, params: Mapping[str, Any]) -> Any:
+        from botocore.exceptions import BotoCoreError, NoCredentialsError, ParamValidationError
+
+        try:
+            await self._client.list_objects_v2(**params)
+        except _Prepared as prepared:
+            return prepared.request
+        except NoCredentialsError as exc:
+            raise AccessError(
+                "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "a --profile, or use --no-sign-request for a public bucket)"
+            ) from exc
+        except ParamValidationError as exc:
+            raise UsageError(redact(str(exc), self._secrets)) from exc
+        except BotoCoreError as exc:
+            raise AccessError(f"cannot sign the request: {redact(str(exc), self._secrets)}") from exc
+        raise ScanError("the S3 client sent a request it was asked only to prepare")
+
+    async def list_page(
+        self,
+        key_range: KeyRange,
+        *,
+        delimiter: str | None = None,
+        token: str | None = None,
+        max_keys: int = MAX_KEYS_PER_PAGE,
+    ) -> ListPage:
+        """One ListObjectsV2 page of ``key_range`` (from its ``start_after``), with retries."""
+        params: dict[str, Any] = {
+            "Bucket": self.location.bucket,
+            "Prefix": key_range.request_prefix(),
+            "EncodingType": "url",
+            "MaxKeys": max_keys,
+        }
+        if token is not None:
+            params["ContinuationToken"] = token
+        elif key_range.start_after is not None:
+            params["StartAfter"] = key_range.start_after
+        if delimiter is not None:
+            params["Delimiter"] = delimiter
+        if self.config.request_payer:
+            params["RequestPayer"] = "requester"
+
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(params, key_range)
+            except _WrongRegion as wrong:
+                if not wrong.region or self._region_switched:
+                    hint = f" (it is in {wrong.region}: pass --region {wrong.region})" if wrong.region else ""
+                    raise UsageError(
+                        f"bucket {self.location.bucket!r} is not in the configured region{hint}"
+                    ) from None
+                # Like the AWS CLI, follow the redirect once: the bucket's region is authoritative.
+                self._region_switched = True
+                await self._open_client(wrong.region)
+            except _Retry as retry:
+                attempt += 1
+                self.stats.retries += 1
+                self.stats.throttled += retry.throttled
+                self.stats.last_error = retry.reason
+                if attempt >= self.config.max_attempts:
+                    raise self._exhausted(retry, key_range) from None
+                delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+                await asyncio.sleep(max(delay, retry.retry_after))
+
+    def _exhausted(self, retry: _Retry, key_range: KeyRange) -> ScanError:
+        where = _describe(self.location.bucket, key_range)
+        message = f"giving up on {where} after {self.config.max_attempts} attempts: {retry.reason}"
+        if retry.reason.startswith("cannot connect"):
+            return EndpointError(message)
+        return ScanError(message)
+
+    async def _attempt(self, params: Mapping[str, Any], key_range: KeyRange) -> ListPage:
+        import aiohttp
+        from yarl import URL
+
+        assert self._http is not None
+        request = await self._prepare(params)
+        self.stats.requests += 1
+        # The URL is already percent-encoded and signed as it stands: aiohttp must not re-quote it.
+        url = URL(request.url, encoded=True)
+        headers = {
+            name: value.decode("ascii") if isinstance(value, bytes) else value
+            for name, value in request.headers.items()
+        }
+        try:
+            async with self._http.get(url, headers=headers, allow_redirects=False) as response:
+                body = await response.read()
+                status = response.status
+                region = response.headers.get(_REGION_HEADER)
+                retry_after = response.headers.get("Retry-After", "")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise EndpointError(
+                f"TLS certificate verification failed for {self._endpoint_name(request.url)}: "
+                f"{redact(str(exc.certificate_error), self._secrets)} "
+                "(pass --ca-bundle for a private CA)"
+            ) from exc
+        except aiohttp.ClientConnectorSSLError as exc:
+            raise EndpointError(
+                f"TLS handshake with {self._endpoint_name(request.url)} failed: "
+                f"{redact(str(exc.os_error), self._secrets)}"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _Retry(
+                f"cannot connect to {self._endpoint_name(request.url)}: "
+                f"{redact(exc.os_error.strerror or str(exc.os_error), self._secrets)}"
+            ) from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+            raise _Retry(f"connection error ({kind})") from exc
+
+        text = body.decode("utf-8", "replace")
+        if status == 200:
+            try:
+                return parse_list_page(text)
+            except ErrorDocument as error:
+                return self._raise_for_error(200, error, region, key_range, retry_after)
+            except MalformedListing as exc:
+                raise _Retry(f"malformed response ({exc})") from exc
+        error = parse_error(text) or ErrorDocument(f"HTTP {status}", "")
+        return self._raise_for_error(status, error, region, key_range, retry_after)
+
+    def _raise_for_error(
+        self,
+        status: int,
+        error: ErrorDocument,
+        region: str | None,
+        key_range: KeyRange,
+        retry_after: str,
+    ) -> ListPage:
+        code = error.code
+        if code in TRANSIENT_CODES or (status in TRANSIENT_STATUSES and code.startswith("HTTP")):
+            throttled = status in (429, 503) or code in ("SlowDown", "Throttling", "TooManyRequests")
+            wait = float(retry_after) if retry_after.isdigit() else 0.0
+            raise _Retry(f"{code} (HTTP {status})", throttled=throttled, retry_after=min(wait, 30))
+        if status in TRANSIENT_STATUSES:
+            raise _Retry(f"{code} (HTTP {status})", throttled=status in (429, 503))
+        if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") or status == 301:
+            raise _WrongRegion(region, code)
+        if status == 404 and code.startswith("HTTP"):
+            raise BucketNotFoundError(
+                f"bucket {self.location.bucket!r} not found (HTTP 404 from the endpoint)"
+            )
+        if status == 403 and code.startswith("HTTP"):
+            code = "AccessDenied"
+        if status >= 400 and code.startswith("HTTP") and status != 400:
+            raise EndpointError(f"the endpoint answered HTTP {status} and does not look like S3")
+        raise error_for_code(code, error.message, self.location.bucket, key_range.prefix)
+
+    def _endpoint_name(self, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+class _WrongRegion(ScanError):
+    def __init__(self, region: str | None, code: str) -> None:
+        super().__init__(code)
+        self.region = region
+        self.code = code
+
+
+def _describe(bucket: str, key_range: KeyRange) -> str:
+    low = key_range.start_after if key_range.start_after is not None else "(start)"
+    high = key_range.end if key_range.end is not None else "(end)"
+    return f"s3://{bucket}/{key_range.prefix} keys ({low!r}, {high!r}]"
