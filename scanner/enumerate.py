@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.errors import ScanError
-from scanner.keyspace import KeyRange, ranges_from_boundaries, split
+from scanner.keyspace import KeyRange, estimate_remaining, ranges_from_boundaries, split
 from scanner.records import ObjectRecord
 from scanner.s3.parse import ListPage
 
@@ -35,6 +35,12 @@ from scanner.s3.parse import ListPage
 # and no deeper than this: a few requests, never a crawl of the tree.
 _DISCOVERY_MAX_DEPTH: Final = 3
 _MAX_SPLIT_WAYS: Final = 8
+# A range cut at a byte-wise midpoint may well be empty, and then its first page is all keys of
+# the next range, thrown away. Its first request asks for this many keys instead of a full page.
+_PROBE_KEYS: Final = 100
+# Splitting off less than this many keys costs more (a partly wasted page where the new range
+# meets the next one) than it saves.
+_MIN_KEYS_PER_PART: Final = 2 * MAX_KEYS_PER_PAGE
 
 
 class PageSource(Protocol):
@@ -98,7 +104,7 @@ class Enumerator:
             ranges = await self._discover()
             slots = [first_slot, *self._split_slot(first_slot, len(ranges) - 1)]
             for key_range, slot in zip(ranges, slots, strict=True):
-                self._start(group, key_range, slot)
+                self._start(group, key_range, slot, probe=False)
 
     async def _discover(self) -> list[KeyRange]:
         if self._parallelism < 2:
@@ -126,16 +132,20 @@ class Enumerator:
             level = found
         return ranges_from_boundaries(self._root.prefix, boundaries, self._parallelism)
 
-    def _start(self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot) -> None:
+    def _start(self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot, *, probe: bool) -> None:
         self._alive += 1
         self.stats.ranges += 1
-        group.start_soon(self._list_range, group, key_range, slot)
+        group.start_soon(self._list_range, group, key_range, slot, probe)
 
-    async def _list_range(self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot) -> None:
+    async def _list_range(
+        self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot, probe: bool
+    ) -> None:
         token: str | None = None
+        max_keys = _PROBE_KEYS if probe else MAX_KEYS_PER_PAGE
         try:
             while True:
-                page = await self._source.list_page(key_range, token=token)
+                page = await self._source.list_page(key_range, token=token, max_keys=max_keys)
+                max_keys = MAX_KEYS_PER_PAGE
                 records = page.records
                 if records and key_range.start_after is not None and token is None:
                     if records[0].key <= key_range.start_after:
@@ -163,25 +173,49 @@ class Enumerator:
                 else:
                     raise ScanError("the server sent a truncated page with no way to continue")
                 if token is None:
-                    key_range = self._maybe_split(group, key_range, slot)
+                    key_range = self._maybe_split(group, key_range, slot, records)
+                    max_keys = _next_page_size(key_range, records)
         finally:
             self._alive -= 1
             self.stats.ranges_done += 1
             self._finish_slot(slot)
 
-    def _maybe_split(self, group: TaskGroup, rest: KeyRange, slot: OutputSlot) -> KeyRange:
+    def _maybe_split(
+        self, group: TaskGroup, rest: KeyRange, slot: OutputSlot, page: list[ObjectRecord]
+    ) -> KeyRange:
         """Give idle request slots the upper parts of ``rest``; keep the first part."""
         idle = self._parallelism - self._alive
         if idle < 1 or rest.start_after is None:
             return rest
-        parts = split(rest, rest.start_after, min(idle + 1, _MAX_SPLIT_WAYS))
+        remaining = estimate_remaining(page[0].key, page[-1].key, len(page), rest.end)
+        ways = min(idle + 1, _MAX_SPLIT_WAYS, int(min(remaining, 1e9) // _MIN_KEYS_PER_PART))
+        if ways < 2:
+            return rest
+        parts = split(rest, rest.start_after, ways)
         if len(parts) < 2:
             return rest
         self.stats.splits += 1
         new_slots = self._split_slot(slot, len(parts) - 1)
+        # Keys cluster (folders, dense runs of digits) where byte-wise cuts cannot see it, so a
+        # cut range may well be empty: its first request only probes.
         for part, new_slot in zip(parts[1:], new_slots, strict=True):
-            self._start(group, part, new_slot)
+            self._start(group, part, new_slot, probe=True)
         return parts[0]
+
+
+def _next_page_size(rest: KeyRange, page: list[ObjectRecord]) -> int:
+    """A full page, or a little more than the keys the rest of a bounded range should hold.
+
+    Whatever a page brings past the range's end is thrown away (the next range lists it), so
+    asking for about what is left saves the server that work; guessing low costs one more
+    small request, never a key.
+    """
+    if rest.end is None:
+        return MAX_KEYS_PER_PAGE
+    remaining = estimate_remaining(page[0].key, page[-1].key, len(page), rest.end)
+    if remaining >= MAX_KEYS_PER_PAGE:
+        return MAX_KEYS_PER_PAGE
+    return max(_PROBE_KEYS // 2, int(remaining * 1.2) + 20)
 
 
 def _count_up_to(records: Sequence[ObjectRecord], end: str) -> int:

@@ -178,6 +178,30 @@ def _split_points(low: str, high: str | None, prefix: str, parts: int, out: list
     _split_points(middle, high, prefix, parts - left, out)
 
 
+_SCALE_BYTES: Final = 16
+
+
+def _position(key: str | None, offset: int) -> int:
+    """``key``'s UTF-8 bytes from ``offset`` on, read as a fixed-point number (None: the top)."""
+    if key is None:
+        return 1 << (8 * _SCALE_BYTES)
+    raw = key.encode("utf-8")[offset : offset + _SCALE_BYTES]
+    return int.from_bytes(raw.ljust(_SCALE_BYTES, b"\0"))
+
+
+def estimate_remaining(first: str, last: str, count: int, end: str | None) -> float:
+    """Keys expected in ``(last, end]`` if they are as dense as the ``count`` in ``[first, last]``.
+
+    Byte-wise linear interpolation: rough, but it tells a range with one page left from one
+    with a thousand, which is all splitting needs. Infinite when the page spans no width.
+    """
+    offset = len(_common_prefix(first, end).encode("utf-8")) if end is not None else 0
+    lo, mid, hi = _position(first, offset), _position(last, offset), _position(end, offset)
+    if mid <= lo:
+        return float("inf")
+    return count * (hi - mid) / (mid - lo)
+
+
 def ranges_from_boundaries(prefix: str, boundaries: list[str], parts: int) -> list[KeyRange]:
     """Tile the whole prefix with ranges that end at evenly spaced ``boundaries`` (sorted keys).
 

@@ -1,0 +1,89 @@
+"""The enumerator and the ordered output against an in-memory bucket with tiny pages."""
+
+from __future__ import annotations
+
+import anyio
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scanner.enumerate import Enumerator, OutputSlot
+from scanner.keyspace import KeyRange
+from scanner.ordering import OrderedOutput, Segment
+from scanner.records import ObjectRecord
+from tests.memory_source import MemoryBucket
+
+key_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
+folder_keys = st.builds(
+    lambda a, b, c: f"{a}/{b}/{c}", st.sampled_from(["s1", "s2", "s10", "t"]), st.text("xyz", max_size=2), key_text
+)
+
+
+async def scan_ordered(bucket: MemoryBucket, prefix: str, parallelism: int, budget: int) -> list[str]:
+    output = OrderedOutput(memory_budget=budget, head_limit=64)
+    written: list[bytes] = []
+
+    async def emit(slot: OutputSlot, records: list[ObjectRecord]) -> None:
+        assert isinstance(slot, Segment)
+        await output.put(slot, orjson.dumps([r.key for r in records]) + b"\n")
+
+    async def write(chunk: bytes) -> None:
+        written.append(chunk)
+
+    def split_slot(slot: OutputSlot, count: int) -> list[OutputSlot]:
+        assert isinstance(slot, Segment)
+        return list(output.insert_after(slot, count))
+
+    def finish_slot(slot: OutputSlot) -> None:
+        assert isinstance(slot, Segment)
+        output.finish(slot)
+
+    enumerator = Enumerator(
+        bucket, KeyRange(prefix), parallelism=parallelism, emit=emit,
+        split_slot=split_slot, finish_slot=finish_slot,
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(output.drain, write)
+        await enumerator.run(output.first)
+    output.close()
+    keys: list[str] = []
+    for line in b"".join(written).splitlines():
+        keys.extend(orjson.loads(line))
+    return keys
+
+
+@given(
+    st.sets(st.one_of(key_text, folder_keys), max_size=150),
+    st.integers(min_value=1, max_value=12),
+    st.integers(min_value=2, max_value=9),
+    st.booleans(),
+    st.sampled_from([0, 50, 10**9]),
+    st.sampled_from(["", "s1/", "s", "t/x"]),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_key_exactly_once_in_order(
+    keys: set[str], parallelism: int, page_size: int, short: bool, budget: int, prefix: str
+) -> None:
+    bucket = MemoryBucket(sorted(keys), short_pages=short, page_size=page_size)
+    got = anyio.run(scan_ordered, bucket, prefix, parallelism, budget)
+    assert got == sorted(k for k in keys if k.startswith(prefix))
+
+
+def test_split_points_that_are_keys() -> None:
+    """Keys placed exactly on the midpoints the splitter picks are listed once."""
+    from scanner.keyspace import split
+
+    base = [f"k{i:03d}" for i in range(40)]
+    extra = [p.end for p in split(KeyRange(""), "k004", 8)[:-1] if p.end]
+    extra += [p.end for p in split(KeyRange(""), "k010", 3)[:-1] if p.end]
+    bucket = MemoryBucket(base + extra, page_size=5)
+    got = anyio.run(scan_ordered, bucket, "", 8, 10**9)
+    assert got == sorted(set(base + extra))
+
+
+def test_a_wide_bucket_fans_out() -> None:
+    bucket = MemoryBucket([f"{i:06x}" for i in range(3000)], page_size=50)
+    got = anyio.run(scan_ordered, bucket, "", 8, 10**9)
+    assert len(got) == 3000
+    # Splitting spread the work: far fewer sequential pages than a single lister would need.
+    assert len(bucket.requests) < 3000 // 50 * 2, len(bucket.requests)

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scanner.keyspace import KeyRange, midpoint, ranges_from_boundaries, split
+
+# Any valid key text: every plane, no surrogates (they cannot be UTF-8 encoded).
+key_chars = st.characters(blacklist_categories=("Cs",))
+keys = st.text(key_chars, max_size=12)
+ascii_keys = st.text(st.sampled_from("0189/.-_azAZ~ \x00\x7f"), max_size=8)
+any_keys = st.one_of(keys, ascii_keys)
+
+
+def utf8_order(values: list[str]) -> list[str]:
+    return sorted(values, key=lambda v: v.encode("utf-8"))
+
+
+@given(any_keys, any_keys)
+def test_midpoint_lies_strictly_between(a: str, b: str) -> None:
+    low, high = sorted([a, b])
+    middle = midpoint(low, high)
+    if middle is not None:
+        assert low < middle < high
+        assert low.encode() < middle.encode() < high.encode()
+        middle.encode("utf-8")  # a real key
+
+
+@given(any_keys)
+def test_midpoint_without_upper_bound_is_after_low(low: str) -> None:
+    middle = midpoint(low, None)
+    assert middle is not None
+    assert middle > low
+
+
+@given(any_keys, any_keys)
+def test_midpoint_is_none_only_when_nothing_fits(a: str, b: str) -> None:
+    low, high = sorted([a, b])
+    if low != high and midpoint(low, high) is None:
+        # The only gap without room: high is low followed by the smallest character.
+        assert high == low + "\x00"
+
+
+def test_utf8_order_is_str_order() -> None:
+    values = ["a", "\x7f", "\x80", "\uffff", "\U00010000", "\U0010ffff", "\ue000", ""]
+    assert sorted(values) == utf8_order(values)
+
+
+@given(st.sets(any_keys, max_size=60), any_keys, st.integers(min_value=2, max_value=9), st.text("ab/", max_size=2))
+@settings(max_examples=300)
+def test_split_tiles_the_range_exactly(bucket: set[str], after: str, parts: int, prefix: str) -> None:
+    keys = sorted(prefix + k for k in bucket)
+    after = prefix + after
+    whole = KeyRange(prefix, None, None)
+    pieces = split(whole, after, parts)
+    assert 1 <= len(pieces) <= parts
+    assert pieces[0].start_after == after and pieces[-1].end is None
+    for left, right in zip(pieces, pieces[1:], strict=False):
+        assert left.end == right.start_after
+    for key in keys:
+        owners = [p for p in pieces if p.contains(key)]
+        assert len(owners) == (1 if key > after else 0), (key, pieces)
+
+
+@given(st.sets(any_keys, min_size=1, max_size=40), st.integers(min_value=2, max_value=6))
+def test_split_points_as_keys_are_listed_once(bucket: set[str], parts: int) -> None:
+    """A key equal to a split point belongs to the range it ends, and to no other."""
+    keys = sorted(bucket)
+    pieces = split(KeyRange(""), keys[0], parts)
+    points = [p.end for p in pieces[:-1]]
+    extended = sorted({*keys, *(p for p in points if p is not None)})
+    for key in extended:
+        if key > keys[0]:
+            assert sum(p.contains(key) for p in pieces) == 1
+
+
+@given(st.sets(any_keys, max_size=40), st.lists(any_keys, max_size=30), st.integers(1, 20))
+def test_ranges_from_boundaries_tile_the_prefix(bucket: set[str], bounds: list[str], parts: int) -> None:
+    pieces = ranges_from_boundaries("", bounds, parts)
+    assert pieces[0].start_after is None and pieces[-1].end is None
+    assert len(pieces) <= max(parts, 1)
+    for key in bucket:
+        assert sum(p.contains(key) for p in pieces) == 1
+
+
+@given(any_keys, any_keys)
+def test_request_prefix_covers_every_key_of_the_range(a: str, b: str) -> None:
+    low, high = sorted([a, b])
+    key_range = KeyRange("", low, high)
+    narrowed = key_range.request_prefix()
+    assert low.startswith(narrowed) and high.startswith(narrowed)
+    samples = [low + "x", high, high[:-1] if high else "", low + "\U0010ffff"]
+    for key in samples:
+        if key_range.contains(key):
+            assert key.startswith(narrowed)
+
+
+def test_hex_split_lands_inside_the_alphabet() -> None:
+    pieces = split(KeyRange(""), "003e", 4)
+    ends = [p.end for p in pieces[:-1]]
+    assert all(e is not None and e < "\x80" for e in ends[:2])
