@@ -73,20 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("uri", nargs="?", help="s3://BUCKET[/PREFIX]")
     scan.add_argument("-o", "--output", help="output path, or - for standard output (default)")
     scan.add_argument("-f", "--format", choices=("jsonl", "csv"), help="output format (default jsonl)")
-    scan.add_argument("--unordered", action="store_true", default=None,
-                      help="write pages as they arrive instead of in key order")
+    scan.add_argument(
+        "--unordered",
+        action="store_true",
+        default=None,
+        help="write pages as they arrive instead of in key order",
+    )
     scan.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS, or AWS_ENDPOINT_URL)")
     scan.add_argument("--region", help="bucket region (default: from the AWS configuration)")
     scan.add_argument("--profile", help="AWS profile from the shared config/credentials files")
-    scan.add_argument("--addressing-style", choices=("auto", "path", "virtual"),
-                      help="bucket addressing (default auto)")
+    scan.add_argument(
+        "--addressing-style", choices=("auto", "path", "virtual"), help="bucket addressing (default auto)"
+    )
     _flag(scan, "--no-sign-request", help="send unsigned requests (public buckets)")
     _flag(scan, "--request-payer", help="accept requester-pays charges")
     scan.add_argument("--ca-bundle", help="PEM file of CA certificates to verify TLS with")
-    scan.add_argument("--concurrency", type=_positive_int,
-                      help=f"most ListObjectsV2 requests in flight (default {DEFAULT_CONCURRENCY})")
-    scan.add_argument("--max-attempts", type=_positive_int,
-                      help="attempts per request before the scan fails (default 10)")
+    scan.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help=f"most ListObjectsV2 requests in flight (default {DEFAULT_CONCURRENCY})",
+    )
+    scan.add_argument(
+        "--max-attempts", type=_positive_int, help="attempts per request before the scan fails (default 10)"
+    )
     scan.add_argument("--temp-dir", help="directory for spill files (default: the system's)")
     _flag(scan, "-q", "--quiet", help="no summary on standard error")
     return parser
@@ -229,7 +238,7 @@ def _run(config: ScanConfig, *, quiet: bool) -> int:
     except KeyboardInterrupt:
         received.append(signal.SIGINT)
         summary = None
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and a code
+    except BaseException as exc:
         failure = _first_failure(exc)
         if isinstance(failure, OutputClosed):
             return 141

@@ -101,58 +101,78 @@ class Enumerator:
 
     async def run(self, first_slot: OutputSlot) -> None:
         async with anyio.create_task_group() as group:
-            ranges = await self._discover()
+            # Most prefixes people scan fit in one page: list it flat first, so that costs one
+            # request, and the page is part of the output either way.
+            page = await self._source.list_page(self._root)
+            if page.records:
+                await self._emit(first_slot, page.records)
+            if not page.is_truncated:
+                self._finish_slot(first_slot)
+                return
+            if not page.records:
+                self._start(group, self._root, first_slot, probe=False, token=page.next_token)
+                return
+            rest = self._root.after(page.records[-1].key)
+            ranges = await self._discover(rest)
             slots = [first_slot, *self._split_slot(first_slot, len(ranges) - 1)]
             for key_range, slot in zip(ranges, slots, strict=True):
                 self._start(group, key_range, slot, probe=False)
 
-    async def _discover(self) -> list[KeyRange]:
+    async def _discover(self, rest: KeyRange) -> list[KeyRange]:
+        """Cut ``rest`` at common prefixes found by a few delimiter listings."""
         if self._parallelism < 2:
-            return [self._root]
+            return [rest]
         boundaries: list[str] = []
-        level = [self._root.prefix]
+        level = [rest]
         for _ in range(_DISCOVERY_MAX_DEPTH):
             found: list[str] = []
-            for prefix in level:
-                page = await self._source.list_page(
-                    KeyRange(prefix), delimiter="/", max_keys=MAX_KEYS_PER_PAGE
-                )
+            for key_range in level:
+                page = await self._source.list_page(key_range, delimiter="/")
                 found.extend(page.common_prefixes)
                 if page.is_truncated:
                     # A wide level. Its folders cut the part of the key space this page saw,
                     # and the range past them splits itself as it goes. Its keys are no use as
-                    # cut points: they crowd the first thousandth of a flat namespace.
+                    # cut points: they crowd a sliver of a flat namespace.
                     boundaries.extend(found)
-                    return ranges_from_boundaries(self._root.prefix, boundaries, self._parallelism)
-                if not page.common_prefixes:
-                    continue
-                boundaries.extend(page.common_prefixes)
+                    return ranges_from_boundaries(rest, boundaries, self._parallelism)
+            boundaries.extend(found)
             if len(boundaries) >= self._parallelism or not found or len(found) > self._parallelism:
                 break
-            level = found
-        return ranges_from_boundaries(self._root.prefix, boundaries, self._parallelism)
+            level = [KeyRange(prefix) for prefix in found]
+        return ranges_from_boundaries(rest, boundaries, self._parallelism)
 
-    def _start(self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot, *, probe: bool) -> None:
+    def _start(
+        self,
+        group: TaskGroup,
+        key_range: KeyRange,
+        slot: OutputSlot,
+        *,
+        probe: bool,
+        token: str | None = None,
+    ) -> None:
         self._alive += 1
         self.stats.ranges += 1
-        group.start_soon(self._list_range, group, key_range, slot, probe)
+        group.start_soon(self._list_range, group, key_range, slot, probe, token)
 
     async def _list_range(
-        self, group: TaskGroup, key_range: KeyRange, slot: OutputSlot, probe: bool
+        self,
+        group: TaskGroup,
+        key_range: KeyRange,
+        slot: OutputSlot,
+        probe: bool,
+        token: str | None,
     ) -> None:
-        token: str | None = None
         max_keys = _PROBE_KEYS if probe else MAX_KEYS_PER_PAGE
         try:
             while True:
                 page = await self._source.list_page(key_range, token=token, max_keys=max_keys)
                 max_keys = MAX_KEYS_PER_PAGE
                 records = page.records
-                if records and key_range.start_after is not None and token is None:
-                    if records[0].key <= key_range.start_after:
-                        raise StartAfterIgnored(
-                            "the server ignored StartAfter (returned "
-                            f"{records[0].key!r} after {key_range.start_after!r})"
-                        )
+                after = key_range.start_after
+                if records and after is not None and token is None and records[0].key <= after:
+                    raise StartAfterIgnored(
+                        f"the server ignored StartAfter (returned {records[0].key!r} after {after!r})"
+                    )
                 end = key_range.end
                 finished = not page.is_truncated
                 if end is not None and records and records[-1].key > end:

@@ -23,7 +23,9 @@ _SECRET_PATTERNS: Final = (
     re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"),
     re.compile(r"(?i)(Signature=)[0-9a-f]+"),
     re.compile(r"(?i)(Credential=)[^,\s/]+"),
-    re.compile(r"(?i)((?:aws_)?(?:secret_access_key|session_token|access_key_id)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"),
+    re.compile(
+        r"(?i)((?:aws_)?(?:secret_access_key|session_token|access_key_id)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"
+    ),
     # Anything shaped like an AWS access key id.
     re.compile(r"\b((?:AKIA|ASIA))[A-Z0-9]{16}\b"),
 )
@@ -99,8 +101,7 @@ def error_for_code(code: str, message: str, bucket: str, prefix: str) -> ScanErr
     if code in ACCESS_DENIED_CODES:
         return AccessError(
             f"access denied listing {where}: the credentials need s3:ListBucket on "
-            f"arn:aws:s3:::{bucket} (the bucket ARN, not /*)"
-            + (f" for prefix {prefix!r}" if prefix else "")
+            f"arn:aws:s3:::{bucket} (the bucket ARN, not /*)" + (f" for prefix {prefix!r}" if prefix else "")
         )
     if code in CREDENTIAL_CODES:
         hint = {

@@ -102,7 +102,7 @@ def _char_at_weight(weight: int) -> int:
         code_point = ord(bytes(candidate).decode("utf-8"))
     except UnicodeDecodeError:
         # Overlong, surrogate or out-of-range forms: go on from the next lead byte.
-        return _char_at_weight(((lead + 1 - _LEAD_GAP) << 24))
+        return _char_at_weight((lead + 1 - _LEAD_GAP) << 24)
     if _utf8_weight(code_point) < weight:
         code_point += 1
     if code_point in _SURROGATES:
@@ -144,8 +144,9 @@ def midpoint(low: str, high: str | None, prefix: str = "") -> str | None:
         if middle is not None:
             return low[:position] + chr(middle)
         if lo < 0:
-            # high is low plus one more character with nothing below it: nothing in between.
-            return None
+            # low ended and high goes on with the smallest character: low + "\0" still fits
+            # unless that is all high is.
+            return low[:position] + "\x00" if position + 1 < len(high or "") else None
         # Adjacent characters: keep low's character and look for room after it, where the
         # upper bound no longer constrains (anything starting with low[:position+1] is < high).
         high = None
@@ -161,9 +162,7 @@ def split(key_range: KeyRange, after: str, parts: int) -> list[KeyRange]:
     points: list[str] = []
     _split_points(after, key_range.end, key_range.prefix, parts, points)
     bounds: list[str | None] = [after, *points, key_range.end]
-    return [
-        KeyRange(key_range.prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)
-    ]
+    return [KeyRange(key_range.prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
 def _split_points(low: str, high: str | None, prefix: str, parts: int, out: list[str]) -> None:
@@ -202,16 +201,16 @@ def estimate_remaining(first: str, last: str, count: int, end: str | None) -> fl
     return count * (hi - mid) / (mid - lo)
 
 
-def ranges_from_boundaries(prefix: str, boundaries: list[str], parts: int) -> list[KeyRange]:
-    """Tile the whole prefix with ranges that end at evenly spaced ``boundaries`` (sorted keys).
+def ranges_from_boundaries(whole: KeyRange, boundaries: list[str], parts: int) -> list[KeyRange]:
+    """Tile ``whole`` with up to ``parts`` ranges that end at evenly spaced ``boundaries``.
 
     Used with the common prefixes a delimiter listing found: they are real points of the key
     space, so ranges cut there follow the data instead of the alphabet.
     """
-    usable = sorted({b for b in boundaries if b.startswith(prefix) and b != prefix})
+    usable = sorted({b for b in boundaries if whole.contains(b) and b != whole.end})
     cuts = min(parts - 1, len(usable))
     if cuts < 1:
-        return [KeyRange(prefix)]
+        return [whole]
     chosen = sorted({usable[(i * len(usable)) // (cuts + 1)] for i in range(1, cuts + 1)})
-    bounds: list[str | None] = [None, *chosen, None]
-    return [KeyRange(prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    bounds: list[str | None] = [whole.start_after, *chosen, whole.end]
+    return [KeyRange(whole.prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]

@@ -12,6 +12,7 @@ nothing is left on disk even after a crash) and are read back when they reach th
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ _READ_BLOCK: Final = 1 << 20
 
 
 class Segment:
-    __slots__ = ("_chunks", "_buffered", "_spill", "_spill_written", "_spill_read", "done", "next", "_wake")
+    __slots__ = ("_buffered", "_chunks", "_spill", "_spill_read", "_spill_written", "_wake", "done", "next")
 
     def __init__(self) -> None:
         self._chunks: deque[bytes] = deque()
@@ -55,7 +56,7 @@ class OrderedOutput:
     def insert_after(self, segment: Segment, count: int) -> list[Segment]:
         """``count`` new segments that come right after ``segment``, in order."""
         new = [Segment() for _ in range(count)]
-        for before, after in zip(new, new[1:], strict=False):
+        for before, after in itertools.pairwise(new):
             before.next = after
         if new:
             new[-1].next = segment.next
@@ -110,7 +111,9 @@ class OrderedOutput:
             while True:
                 if segment._spill is not None and segment._spill_read < segment._spill_written:
                     segment._spill.seek(segment._spill_read)
-                    block = segment._spill.read(min(_READ_BLOCK, segment._spill_written - segment._spill_read))
+                    block = segment._spill.read(
+                        min(_READ_BLOCK, segment._spill_written - segment._spill_read)
+                    )
                     segment._spill_read += len(block)
                     await write(block)
                     continue

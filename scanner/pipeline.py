@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from scanner.config import ScanConfig
-from scanner.enumerate import Enumerator, EnumerationStats, OutputSlot, PageSource
+from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
 from scanner.keyspace import KeyRange
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl

@@ -78,7 +78,8 @@ class AtomicFileSink:
             raise self._write_error(exc) from exc
 
     def commit(self) -> None:
-        assert self._file is not None and self._temp_path is not None
+        assert self._file is not None
+        assert self._temp_path is not None
         try:
             self._file.flush()
             os.fsync(self._file.fileno())

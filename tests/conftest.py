@@ -47,6 +47,7 @@ class S3Target:
     access_key: str
     secret_key: str
     _seed: Any = None
+    admin_conf: str | None = None
     _named: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> Any:
@@ -145,7 +146,13 @@ def rgw_target() -> Iterator[S3Target]:
         server = RgwServer(Path(base), objectstore="memstore")
         server.start(timeout=120)
         try:
-            yield S3Target("rgw", server.endpoint_url, server.access_key, server.secret_key)
+            yield S3Target(
+                "rgw",
+                server.endpoint_url,
+                server.access_key,
+                server.secret_key,
+                admin_conf=str(server.conf_path),
+            )
         finally:
             server.stop()
 

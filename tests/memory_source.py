@@ -23,6 +23,9 @@ class MemoryBucket:
     page_size: int = MAX_KEYS_PER_PAGE
     requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     returned: int = 0
+    # Simulated service time: seconds per request and per key returned (0: instantaneous).
+    latency: float = 0.0
+    per_key: float = 0.0
 
     def __post_init__(self) -> None:
         self.keys = sorted(set(self.keys))
@@ -35,6 +38,10 @@ class MemoryBucket:
         token: str | None = None,
         max_keys: int = MAX_KEYS_PER_PAGE,
     ) -> ListPage:
+        if self.latency or self.per_key:
+            import anyio
+
+            await anyio.sleep(self.latency + self.per_key * max_keys)
         prefix = key_range.request_prefix()
         after = token if token is not None else key_range.start_after
         self.requests.append((prefix, after, delimiter))

@@ -15,7 +15,10 @@ from tests.memory_source import MemoryBucket
 
 key_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
 folder_keys = st.builds(
-    lambda a, b, c: f"{a}/{b}/{c}", st.sampled_from(["s1", "s2", "s10", "t"]), st.text("xyz", max_size=2), key_text
+    lambda a, b, c: f"{a}/{b}/{c}",
+    st.sampled_from(["s1", "s2", "s10", "t"]),
+    st.text("xyz", max_size=2),
+    key_text,
 )
 
 
@@ -39,8 +42,12 @@ async def scan_ordered(bucket: MemoryBucket, prefix: str, parallelism: int, budg
         output.finish(slot)
 
     enumerator = Enumerator(
-        bucket, KeyRange(prefix), parallelism=parallelism, emit=emit,
-        split_slot=split_slot, finish_slot=finish_slot,
+        bucket,
+        KeyRange(prefix),
+        parallelism=parallelism,
+        emit=emit,
+        split_slot=split_slot,
+        finish_slot=finish_slot,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(output.drain, write)
@@ -81,9 +88,14 @@ def test_split_points_that_are_keys() -> None:
     assert got == sorted(set(base + extra))
 
 
-def test_a_wide_bucket_fans_out() -> None:
-    bucket = MemoryBucket([f"{i:06x}" for i in range(3000)], page_size=50)
+def test_a_wide_bucket_fans_out_without_much_waste() -> None:
+    """Splitting spreads a flat namespace over workers, and costs few wasted keys."""
+    keys = [f"{i * 7919 % 20011:05d}-{i}" for i in range(20_000)]
+    bucket = MemoryBucket(keys, short_pages=True, latency=0.002, per_key=0.00001)
     got = anyio.run(scan_ordered, bucket, "", 8, 10**9)
-    assert len(got) == 3000
-    # Splitting spread the work: far fewer sequential pages than a single lister would need.
-    assert len(bucket.requests) < 3000 // 50 * 2, len(bucket.requests)
+    assert got == sorted(keys)
+    ideal_pages = len(keys) // 1000 + 1
+    assert bucket.returned < len(keys) * 1.3
+    assert len(bucket.requests) < ideal_pages * 4
+    # More than one range was listed at a time.
+    assert len({after for _, after, _ in bucket.requests}) > ideal_pages

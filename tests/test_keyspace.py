@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,7 +48,12 @@ def test_utf8_order_is_str_order() -> None:
     assert sorted(values) == utf8_order(values)
 
 
-@given(st.sets(any_keys, max_size=60), any_keys, st.integers(min_value=2, max_value=9), st.text("ab/", max_size=2))
+@given(
+    st.sets(any_keys, max_size=60),
+    any_keys,
+    st.integers(min_value=2, max_value=9),
+    st.text("ab/", max_size=2),
+)
 @settings(max_examples=300)
 def test_split_tiles_the_range_exactly(bucket: set[str], after: str, parts: int, prefix: str) -> None:
     keys = sorted(prefix + k for k in bucket)
@@ -54,8 +61,9 @@ def test_split_tiles_the_range_exactly(bucket: set[str], after: str, parts: int,
     whole = KeyRange(prefix, None, None)
     pieces = split(whole, after, parts)
     assert 1 <= len(pieces) <= parts
-    assert pieces[0].start_after == after and pieces[-1].end is None
-    for left, right in zip(pieces, pieces[1:], strict=False):
+    assert pieces[0].start_after == after
+    assert pieces[-1].end is None
+    for left, right in itertools.pairwise(pieces):
         assert left.end == right.start_after
     for key in keys:
         owners = [p for p in pieces if p.contains(key)]
@@ -76,11 +84,22 @@ def test_split_points_as_keys_are_listed_once(bucket: set[str], parts: int) -> N
 
 @given(st.sets(any_keys, max_size=40), st.lists(any_keys, max_size=30), st.integers(1, 20))
 def test_ranges_from_boundaries_tile_the_prefix(bucket: set[str], bounds: list[str], parts: int) -> None:
-    pieces = ranges_from_boundaries("", bounds, parts)
-    assert pieces[0].start_after is None and pieces[-1].end is None
+    pieces = ranges_from_boundaries(KeyRange(""), bounds, parts)
+    assert pieces[0].start_after is None
+    assert pieces[-1].end is None
     assert len(pieces) <= max(parts, 1)
     for key in bucket:
         assert sum(p.contains(key) for p in pieces) == 1
+
+
+@given(st.sets(any_keys, max_size=40), st.lists(any_keys, max_size=30), any_keys, st.integers(1, 20))
+def test_ranges_from_boundaries_tile_a_partial_range(
+    bucket: set[str], bounds: list[str], after: str, parts: int
+) -> None:
+    whole = KeyRange("", after, None)
+    pieces = ranges_from_boundaries(whole, bounds, parts)
+    for key in bucket:
+        assert sum(p.contains(key) for p in pieces) == whole.contains(key)
 
 
 @given(any_keys, any_keys)
@@ -88,7 +107,8 @@ def test_request_prefix_covers_every_key_of_the_range(a: str, b: str) -> None:
     low, high = sorted([a, b])
     key_range = KeyRange("", low, high)
     narrowed = key_range.request_prefix()
-    assert low.startswith(narrowed) and high.startswith(narrowed)
+    assert low.startswith(narrowed)
+    assert high.startswith(narrowed)
     samples = [low + "x", high, high[:-1] if high else "", low + "\U0010ffff"]
     for key in samples:
         if key_range.contains(key):

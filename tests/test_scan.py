@@ -56,7 +56,8 @@ def test_one_key_and_its_fields(s3: S3Target, tmp_path: Path) -> None:
     assert record["storage_class"] == "STANDARD"
     modified = head["LastModified"].strftime("%Y-%m-%dT%H:%M:%S")
     assert record["last_modified"].startswith(modified)
-    assert len(record["last_modified"]) == 24 and record["last_modified"].endswith("Z")
+    assert len(record["last_modified"]) == 24
+    assert record["last_modified"].endswith("Z")
 
 
 def test_prefix_with_no_keys(s3: S3Target, tmp_path: Path) -> None:

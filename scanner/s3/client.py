@@ -25,7 +25,6 @@ from scanner.errors import (
     TRANSIENT_CODES,
     TRANSIENT_STATUSES,
     AccessError,
-    BucketNotFoundError,
     EndpointError,
     ScanError,
     UsageError,
@@ -33,7 +32,14 @@ from scanner.errors import (
     redact,
 )
 from scanner.keyspace import KeyRange
-from scanner.s3.parse import ErrorDocument, ListPage, MalformedListing, parse_error, parse_list_page
+from scanner.s3.parse import (
+    ErrorDocument,
+    ListPage,
+    MalformedListing,
+    NotS3Response,
+    parse_error,
+    parse_list_page,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
 _BACKOFF_BASE: Final = 0.1
 _BACKOFF_CAP: Final = 10.0
 _REGION_HEADER: Final = "x-amz-bucket-region"
+_CONNECT_ATTEMPTS: Final = 4
 
 
 @dataclass
@@ -51,7 +58,7 @@ class RequestStats:
     last_error: str = ""
 
 
-class _Prepared(Exception):  # noqa: N818 - a control-flow signal, not an error
+class _Prepared(Exception):
     """Carries the signed request out of botocore's send path."""
 
     def __init__(self, request: Any) -> None:
@@ -63,7 +70,7 @@ def _capture(request: Any, **_: Any) -> None:
     raise _Prepared(request)
 
 
-class _Retry(Exception):  # noqa: N818 - a control-flow signal
+class _Retry(Exception):
     def __init__(self, reason: str, *, throttled: bool = False, retry_after: float = 0.0) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -158,9 +165,7 @@ class S3PageSource:
             credentials = await session.get_credentials()
             if credentials is not None:
                 frozen = await credentials.get_frozen_credentials()
-                self._secrets = tuple(
-                    s for s in (frozen.secret_key, frozen.token, frozen.access_key) if s
-                )
+                self._secrets = tuple(s for s in (frozen.secret_key, frozen.token, frozen.access_key) if s)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -227,14 +232,18 @@ class S3PageSource:
                 self.stats.retries += 1
                 self.stats.throttled += retry.throttled
                 self.stats.last_error = retry.reason
-                if attempt >= self.config.max_attempts:
+                # A refused connection rarely heals within a scan: fail fast on it.
+                budget = self.config.max_attempts
+                if retry.reason.startswith("cannot connect"):
+                    budget = min(budget, _CONNECT_ATTEMPTS)
+                if attempt >= budget:
                     raise self._exhausted(retry, key_range) from None
                 delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
                 await asyncio.sleep(max(delay, retry.retry_after))
 
     def _exhausted(self, retry: _Retry, key_range: KeyRange) -> ScanError:
         where = _describe(self.location.bucket, key_range)
-        message = f"giving up on {where} after {self.config.max_attempts} attempts: {retry.reason}"
+        message = f"giving up on {where} after repeated failures: {retry.reason}"
         if retry.reason.startswith("cannot connect"):
             return EndpointError(message)
         return ScanError(message)
@@ -274,7 +283,7 @@ class S3PageSource:
                 f"cannot connect to {self._endpoint_name(request.url)}: "
                 f"{redact(exc.os_error.strerror or str(exc.os_error), self._secrets)}"
             ) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
             raise _Retry(f"connection error ({kind})") from exc
 
@@ -282,10 +291,14 @@ class S3PageSource:
         if status == 200:
             try:
                 return parse_list_page(text)
-            except ErrorDocument as error:
-                return self._raise_for_error(200, error, region, key_range, retry_after)
+            except ErrorDocument as document:
+                return self._raise_for_error(200, document, region, key_range, retry_after)
             except MalformedListing as exc:
                 raise _Retry(f"malformed response ({exc})") from exc
+            except NotS3Response as exc:
+                raise EndpointError(
+                    f"{self._endpoint_name(request.url)} does not answer like an S3 endpoint: {exc}"
+                ) from exc
         error = parse_error(text) or ErrorDocument(f"HTTP {status}", "")
         return self._raise_for_error(status, error, region, key_range, retry_after)
 
@@ -304,16 +317,20 @@ class S3PageSource:
             raise _Retry(f"{code} (HTTP {status})", throttled=throttled, retry_after=min(wait, 30))
         if status in TRANSIENT_STATUSES:
             raise _Retry(f"{code} (HTTP {status})", throttled=status in (429, 503))
-        if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") or status == 301:
+        if (
+            code
+            in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException")
+            or status == 301
+        ):
             raise _WrongRegion(region, code)
-        if status == 404 and code.startswith("HTTP"):
-            raise BucketNotFoundError(
-                f"bucket {self.location.bucket!r} not found (HTTP 404 from the endpoint)"
-            )
         if status == 403 and code.startswith("HTTP"):
             code = "AccessDenied"
-        if status >= 400 and code.startswith("HTTP") and status != 400:
-            raise EndpointError(f"the endpoint answered HTTP {status} and does not look like S3")
+        if code.startswith("HTTP"):
+            # No S3 error document: something other than S3 answered (a proxy, a web server).
+            raise EndpointError(
+                f"the endpoint answered HTTP {status} without an S3 error document; "
+                "is the endpoint URL an S3 API endpoint?"
+            )
         raise error_for_code(code, error.message, self.location.bucket, key_range.prefix)
 
     def _endpoint_name(self, url: str) -> str:

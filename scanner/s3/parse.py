@@ -31,11 +31,16 @@ _TRUNCATED: Final = re.compile(r"<IsTruncated>\s*(true|false)\s*</IsTruncated>")
 _NEXT_TOKEN: Final = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
 _ENCODING: Final = re.compile(r"<EncodingType>\s*url\s*</EncodingType>")
 _ERROR: Final = re.compile(r"<Error>.*?<Code>([^<]*)</Code>(?:.*?<Message>([^<]*)</Message>)?", re.S)
+_LISTING_OPENINGS: Final = ("<?xml", "<ListBucketResult")
 _STANDARD_TIME_LENGTH: Final = len("2026-11-28T01:28:50.000Z")
 
 
 class MalformedListing(ValueError):
     """The body is neither a complete ListBucketResult nor an S3 error document."""
+
+
+class NotS3Response(ValueError):
+    """The body is a complete document of some other kind (an HTML page, say)."""
 
 
 class ErrorDocument(Exception):
@@ -69,7 +74,11 @@ def parse_list_page(body: str) -> ListPage:
         error = parse_error(body)
         if error is not None:
             raise error
-        raise MalformedListing("the response is not a ListBucketResult document")
+        start = body.lstrip()[:64]
+        if any(opening.startswith(start[: len(opening)]) for opening in _LISTING_OPENINGS):
+            # Empty, or XML cut short: worth another attempt.
+            raise MalformedListing("the response is not a complete ListBucketResult document")
+        raise NotS3Response(f"the response is not an S3 listing (it starts {start[:24]!r})")
     if not body.rstrip().endswith("</ListBucketResult>"):
         raise MalformedListing("the listing response was cut short")
     truncated = _TRUNCATED.search(body)

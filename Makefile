@@ -1,0 +1,47 @@
+# Every target creates .venv and installs the locked dependencies when they are missing or stale.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-quick bench-minio lock clean
+
+$(STAMP): requirements/dev.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+# pytest exits 5 when it collected no test: a broken suite, never a pass.
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+lint: $(STAMP)
+	$(BIN)/ruff check scanner tests benchmarks scripts
+	$(BIN)/ruff format --check scanner tests benchmarks scripts
+	$(BIN)/mypy --strict scanner
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --server moto --sizes 10000 --repeat 1
+
+bench-minio: $(STAMP)
+	docker compose -f benchmarks/docker-compose.yml up -d --wait
+	$(BIN)/python -m benchmarks --endpoint-url http://127.0.0.1:9000 \
+		--access-key minioadmin --secret-key minioadmin; \
+	status=$$?; docker compose -f benchmarks/docker-compose.yml down -v; exit $$status
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -o requirements/runtime.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o requirements/dev.lock
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache
