@@ -46,6 +46,14 @@ def parse_s3_uri(uri: str) -> S3Location:
     return S3Location(bucket, prefix)
 
 
+def parse_s3_object_uri(uri: str) -> S3Location:
+    """``s3://BUCKET/KEY`` for an output object; the key must name an object, not a folder."""
+    location = parse_s3_uri(uri)
+    if not location.prefix or location.prefix.endswith("/"):
+        raise UsageError(f"output {uri!r} must name an object (s3://BUCKET/KEY), not a folder")
+    return location
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionConfig:
     endpoint_url: str | None = None

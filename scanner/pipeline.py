@@ -52,8 +52,8 @@ async def run_scan(config: ScanConfig, source: PageSource | None = None) -> Scan
     """Scan ``config.location`` into ``config.output``; the output is complete or absent."""
     started = time.perf_counter()
     summary = ScanSummary()
-    sink = open_sink(config.output)
-    sink.open()
+    sink = open_sink(config.output, config.connection)
+    await sink.open()
     try:
         if source is None:
             async with S3PageSource(config.location, config.connection) as s3:
@@ -61,9 +61,10 @@ async def run_scan(config: ScanConfig, source: PageSource | None = None) -> Scan
                 await _scan_into(config, s3, sink, summary)
         else:
             await _scan_into(config, source, sink, summary)
-        sink.commit()
+        await sink.commit()
     except BaseException:
-        sink.abort()
+        with anyio.CancelScope(shield=True):
+            await sink.abort()
         raise
     summary.seconds = time.perf_counter() - started
     return summary
@@ -73,7 +74,7 @@ async def _scan_into(config: ScanConfig, source: PageSource, sink: Sink, summary
     encode = _encoder(config)
     preamble = _preamble(config)
     if preamble:
-        sink.write(preamble)
+        await sink.write(preamble)
     root = KeyRange(config.location.prefix)
     parallelism = config.connection.concurrency
 
@@ -93,9 +94,6 @@ async def _scan_into(config: ScanConfig, source: PageSource, sink: Sink, summary
             assert isinstance(slot, Segment)
             output.finish(slot)
 
-        async def write(chunk: bytes) -> None:
-            sink.write(chunk)
-
         enumerator = Enumerator(
             source,
             root,
@@ -107,7 +105,7 @@ async def _scan_into(config: ScanConfig, source: PageSource, sink: Sink, summary
         summary.enumeration = enumerator.stats
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(output.drain, write)
+                group.start_soon(output.drain, sink.write)
                 await enumerator.run(output.first)
         finally:
             summary.spilled_bytes = output.spilled_bytes
@@ -123,7 +121,7 @@ async def _scan_into(config: ScanConfig, source: PageSource, sink: Sink, summary
     async def drain() -> None:
         async with receive:
             async for chunk in receive:
-                sink.write(chunk)
+                await sink.write(chunk)
 
     enumerator = Enumerator(
         source,

@@ -13,38 +13,41 @@ import sys
 import tempfile
 from typing import BinaryIO, Protocol
 
+from scanner.config import ConnectionConfig, parse_s3_object_uri
 from scanner.errors import OutputClosed, ScanError, UsageError
 
 _BUFFER: int = 1 << 20
 
 
 class Sink(Protocol):
-    def open(self) -> None: ...
-    def write(self, chunk: bytes) -> None: ...
-    def commit(self) -> None: ...
-    def abort(self) -> None: ...
+    """One output. ``commit`` makes it visible at its destination; ``abort`` leaves nothing."""
+
+    async def open(self) -> None: ...
+    async def write(self, chunk: bytes) -> None: ...
+    async def commit(self) -> None: ...
+    async def abort(self) -> None: ...
 
 
 class StdoutSink:
     def __init__(self, stream: BinaryIO | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
 
-    def open(self) -> None:
+    async def open(self) -> None:
         pass
 
-    def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes) -> None:
         try:
             self._stream.write(chunk)
         except BrokenPipeError as exc:
             raise OutputClosed from exc
 
-    def commit(self) -> None:
+    async def commit(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError as exc:
             raise OutputClosed from exc
 
-    def abort(self) -> None:
+    async def abort(self) -> None:
         try:
             self._stream.flush()
         except (BrokenPipeError, ValueError, OSError):
@@ -57,7 +60,7 @@ class AtomicFileSink:
         self._temp_path: str | None = None
         self._file: BinaryIO | None = None
 
-    def open(self) -> None:
+    async def open(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if os.path.isdir(self.path):
             raise UsageError(f"output path {self.path!r} is a directory")
@@ -70,14 +73,14 @@ class AtomicFileSink:
             raise UsageError(f"cannot write to output directory {directory!r}: {exc.strerror}") from exc
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
 
-    def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes) -> None:
         assert self._file is not None
         try:
             self._file.write(chunk)
         except OSError as exc:
             raise self._write_error(exc) from exc
 
-    def commit(self) -> None:
+    async def commit(self) -> None:
         assert self._file is not None
         assert self._temp_path is not None
         try:
@@ -90,12 +93,12 @@ class AtomicFileSink:
             os.chmod(self._temp_path, 0o666 & ~umask)
             os.replace(self._temp_path, self.path)
         except OSError as exc:
-            self.abort()
+            await self.abort()
             raise self._write_error(exc) from exc
         self._temp_path = None
         _fsync_directory(os.path.dirname(os.path.abspath(self.path)))
 
-    def abort(self) -> None:
+    async def abort(self) -> None:
         if self._file is not None:
             try:
                 self._file.close()
@@ -127,5 +130,11 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def open_sink(output: str) -> Sink:
-    return StdoutSink() if output == "-" else AtomicFileSink(output)
+def open_sink(output: str, connection: ConnectionConfig | None = None) -> Sink:
+    if output == "-":
+        return StdoutSink()
+    if output.startswith("s3://"):
+        from scanner.s3.upload import S3UploadSink
+
+        return S3UploadSink(parse_s3_object_uri(output), connection or ConnectionConfig())
+    return AtomicFileSink(output)

@@ -1,0 +1,1 @@
+"""Side-by-side listing benchmarks against real S3 servers (``make bench``)."""

@@ -1,0 +1,69 @@
+"""Named bucket layouts the benchmarks seed. Deterministic: the same name and size always give
+the same keys, so a seeded server can be reused between runs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+LAYOUTS: dict[str, Callable[[int], list[str]]] = {}
+
+
+def layout(name: str) -> Callable[[Callable[[int], list[str]]], Callable[[int], list[str]]]:
+    def register(make: Callable[[int], list[str]]) -> Callable[[int], list[str]]:
+        LAYOUTS[name] = make
+        return make
+
+    return register
+
+
+@layout("dicom")
+def dicom(count: int) -> list[str]:
+    """study/series/instance, 8 series of 25 slices per study: 200 keys a study."""
+    keys = [
+        f"study{study:05d}/series{series}/img{instance:08d}.dcm"
+        for study in range(-(-count // 200))
+        for series in range(8)
+        for instance in range(25)
+    ]
+    return keys[:count]
+
+
+@layout("flat")
+def flat(count: int) -> list[str]:
+    """Random hex names in one level."""
+    rng = random.Random(count)
+    return sorted({f"{rng.getrandbits(80):020x}" for _ in range(count)})[:count]
+
+
+@layout("skewed")
+def skewed(count: int) -> list[str]:
+    """One prefix holds 90% of the keys; nine others share the rest."""
+    big = count * 9 // 10
+    keys = [f"big/{i:09d}.bin" for i in range(big)]
+    keys += [f"small{i % 9}/{i:09d}.bin" for i in range(count - big)]
+    return keys
+
+
+@layout("deep")
+def deep(count: int) -> list[str]:
+    """Eight folder levels of fan-out 3 before the file names."""
+    rng = random.Random(count)
+    keys = set()
+    while len(keys) < count:
+        folders = "/".join(f"level{depth}-{rng.randrange(3)}" for depth in range(8))
+        keys.add(f"{folders}/{rng.getrandbits(40):010x}.dat")
+    return sorted(keys)
+
+
+@layout("unicode")
+def unicode_keys(count: int) -> list[str]:
+    """Multi-byte and awkward characters in every position."""
+    rng = random.Random(count)
+    alphabet = "aZ09 +%&<>\"'\t~éü日本語😀🩻\u00a0\u2028" + "".join(chr(c) for c in range(0x1, 0x20) if c not in (0x0A, 0x0D))
+    keys = set()
+    while len(keys) < count:
+        folder = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+        name = "".join(rng.choice(alphabet) for _ in range(rng.randint(4, 16)))
+        keys.add(f"{folder}/{name}")
+    return sorted(keys)

@@ -1,0 +1,161 @@
+"""Output to an S3 object, streamed: a multipart upload that becomes visible only on success.
+
+Chunks are gathered into parts of ``PART_SIZE`` bytes, each uploaded as soon as it is full, so
+memory stays at one part whatever the output size and nothing is staged on disk. The upload
+runs in the writer: while a part is in flight the pipeline waits (backpressure, not buffers).
+``commit`` completes the upload (or, for an output smaller than one part, sends a single PUT);
+``abort`` aborts it, so S3 never shows a partial object at the key, and no orphaned parts are
+left to bill for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from scanner.config import ConnectionConfig, S3Location
+from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, redact
+
+PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum for all but the last part is 5 MiB
+
+
+class S3UploadSink:
+    def __init__(
+        self, location: S3Location, connection: ConnectionConfig, part_size: int = PART_SIZE
+    ) -> None:
+        self.location = location
+        self._connection = connection
+        self._part_size = part_size
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._client: Any = None
+        self._client_context: Any = None
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+
+    async def open(self) -> None:
+        import aioboto3
+        from botocore.config import Config
+
+        session = aioboto3.Session(profile_name=self._connection.profile)
+        self._client_context = session.client(
+            "s3",
+            endpoint_url=self._connection.endpoint_url,
+            region_name=self._connection.region,
+            verify=self._connection.ca_bundle,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": self._connection.addressing_style},
+                retries={"max_attempts": self._connection.max_attempts, "mode": "adaptive"},
+            ),
+        )
+        self._client = await self._client_context.__aenter__()
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= self._part_size:
+            await self._flush_part()
+
+    async def _flush_part(self) -> None:
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        if self._upload_id is None:
+            response = await self._call(
+                self._client.create_multipart_upload,
+                Bucket=self.location.bucket,
+                Key=self.location.prefix,
+                ContentType=_content_type(self.location.prefix),
+            )
+            self._upload_id = response["UploadId"]
+        number = len(self._parts) + 1
+        response = await self._call(
+            self._client.upload_part,
+            Bucket=self.location.bucket,
+            Key=self.location.prefix,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    async def commit(self) -> None:
+        try:
+            if self._upload_id is None:
+                await self._call(
+                    self._client.put_object,
+                    Bucket=self.location.bucket,
+                    Key=self.location.prefix,
+                    Body=b"".join(self._buffer),
+                    ContentType=_content_type(self.location.prefix),
+                )
+            else:
+                if self._buffer:
+                    await self._flush_part()
+                await self._call(
+                    self._client.complete_multipart_upload,
+                    Bucket=self.location.bucket,
+                    Key=self.location.prefix,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+                self._upload_id = None
+        finally:
+            await self._close()
+
+    async def abort(self) -> None:
+        if self._upload_id is not None and self._client is not None:
+            try:
+                await self._client.abort_multipart_upload(
+                    Bucket=self.location.bucket, Key=self.location.prefix, UploadId=self._upload_id
+                )
+            except Exception:  # noqa: BLE001 - best effort; S3 lifecycle rules reap the rest
+                pass
+            self._upload_id = None
+        await self._close()
+
+    async def _close(self) -> None:
+        context, self._client_context = self._client_context, None
+        if context is not None:
+            await context.__aexit__(None, None, None)
+
+    async def _call(self, method: Any, **params: Any) -> Any:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
+
+        where = f"s3://{self.location.bucket}/{self.location.prefix}"
+        try:
+            return await method(**params)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            if code == "NoSuchBucket":
+                raise BucketNotFoundError(f"output bucket {self.location.bucket!r} does not exist") from exc
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+                raise AccessError(
+                    f"{code} writing {where}: the credentials need s3:PutObject on "
+                    f"arn:aws:s3:::{self.location.bucket}/{self.location.prefix}"
+                ) from exc
+            raise ScanError(
+                f"{code or 'error'} writing {where}: {redact(str(error.get('Message', '')))}"
+            ) from exc
+        except NoCredentialsError as exc:
+            raise AccessError("no AWS credentials found to write the output") from exc
+        except EndpointConnectionError as exc:
+            raise EndpointError(f"cannot connect to write {where}") from exc
+        except BotoCoreError as exc:
+            raise ScanError(f"writing {where} failed: {redact(str(exc))}") from exc
+
+
+def _content_type(key: str) -> str:
+    if key.endswith((".jsonl", ".ndjson")):
+        return "application/x-ndjson"
+    if key.endswith(".json"):
+        return "application/json"
+    if key.endswith(".csv"):
+        return "text/csv"
+    return "application/octet-stream"

@@ -1,0 +1,126 @@
+"""Output sinks: atomic local files, and streamed multipart uploads to a real S3 server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from scanner.config import ConnectionConfig, S3Location
+from scanner.errors import ScanError
+from scanner.s3.upload import S3UploadSink
+from scanner.sinks import AtomicFileSink
+from tests.conftest import S3Target, run_scanner
+
+MIB = 1024 * 1024
+
+
+def test_atomic_file_appears_only_on_commit(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+
+    async def write_then(commit: bool) -> None:
+        sink = AtomicFileSink(str(target))
+        await sink.open()
+        await sink.write(b"line\n")
+        assert not target.exists()
+        await (sink.commit() if commit else sink.abort())
+
+    anyio.run(write_then, False)
+    assert os.listdir(tmp_path) == []
+    anyio.run(write_then, True)
+    assert target.read_bytes() == b"line\n"
+    assert os.listdir(tmp_path) == ["out.jsonl"]
+
+
+def test_full_disk_is_one_clear_error(tmp_path: Path) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+
+    async def write_to_full() -> None:
+        sink = AtomicFileSink(str(tmp_path / "out.jsonl"))
+        await sink.open()
+        # Point the open file at a device that is always full.
+        assert sink._file is not None
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, sink._file.fileno())
+        os.close(full)
+        try:
+            await sink.write(b"x" * (4 * MIB))
+            await sink.commit()
+        finally:
+            await sink.abort()
+
+    with pytest.raises(ScanError, match="no space left"):
+        anyio.run(write_to_full)
+    assert os.listdir(tmp_path) == []
+
+
+def _connection(s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> ConnectionConfig:
+    for name, value in s3.env().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    return ConnectionConfig(addressing_style="path")
+
+
+def test_multipart_upload_streams_and_completes(s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = s3.new_bucket()
+    connection = _connection(s3, monkeypatch)
+    chunks = [bytes([65 + i % 26]) * (MIB // 2) for i in range(25)]  # 12.5 MiB: three parts
+
+    async def upload() -> None:
+        sink = S3UploadSink(S3Location(bucket, "out/items.json"), connection, part_size=5 * MIB)
+        await sink.open()
+        for chunk in chunks:
+            await sink.write(chunk)
+        await sink.commit()
+
+    anyio.run(upload)
+    body = s3.client().get_object(Bucket=bucket, Key="out/items.json")["Body"].read()
+    assert body == b"".join(chunks)
+
+
+def test_aborted_upload_leaves_nothing(s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = s3.new_bucket()
+    connection = _connection(s3, monkeypatch)
+
+    async def upload_then_fail() -> None:
+        sink = S3UploadSink(S3Location(bucket, "out/items.json"), connection, part_size=5 * MIB)
+        await sink.open()
+        try:
+            for _ in range(12):
+                await sink.write(b"y" * MIB)
+            raise RuntimeError("the scan failed")
+        except RuntimeError:
+            await sink.abort()
+
+    anyio.run(upload_then_fail)
+    client = s3.client()
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_scan_to_s3_output(s3: S3Target, tmp_path: Path) -> None:
+    keys = [f"k/{i:04d}" for i in range(1500)]
+    source = s3.new_bucket(keys)
+    destination = s3.new_bucket()
+    result = run_scanner(["scan", f"s3://{source}", "-o", f"s3://{destination}/listing/objects.jsonl"], s3.env())
+    assert result.returncode == 0, result.stderr
+    local = run_scanner(["scan", f"s3://{source}", "-o", str(tmp_path / "o.jsonl")], s3.env())
+    assert local.returncode == 0, local.stderr
+    body = s3.client().get_object(Bucket=destination, Key="listing/objects.jsonl")["Body"].read()
+    assert body == (tmp_path / "o.jsonl").read_bytes()
+
+
+def test_failed_scan_writes_no_s3_output(s3: S3Target) -> None:
+    destination = s3.new_bucket()
+    result = run_scanner(["scan", "s3://no-such-source-bucket", "-o", f"s3://{destination}/out.jsonl"], s3.env())
+    assert result.returncode == 4, result.stderr
+    assert s3.client().list_objects_v2(Bucket=destination).get("KeyCount", 0) == 0
+
+
+def test_output_uri_must_name_an_object(moto_target: S3Target) -> None:
+    result = run_scanner(["scan", "s3://source", "-o", "s3://dest/folder/"], moto_target.env())
+    assert result.returncode == 2
+    assert "must name an object" in result.stderr
