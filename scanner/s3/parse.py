@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -87,8 +88,77 @@ def parse_list_page(body: str) -> ListPage:
     url_encoded = _ENCODING.search(body) is not None
     decode = _decode_url if url_encoded else _decode_xml
 
+    expected = body.count("<Contents>")
+    records = _parse_contents_fast(body, url_encoded, expected) if expected else []
+    if records is None:
+        records = _parse_contents_each(body, decode)
+    if expected != len(records):
+        raise MalformedListing("the listing response has a damaged object entry")
+
+    prefixes = [decode(p) for p in _COMMON_PREFIX.findall(body)]
+    token_match = _NEXT_TOKEN.search(body)
+    token = html.unescape(token_match.group(1)) if token_match else None
+    return ListPage(records, prefixes, truncated.group(1) == "true", token)
+
+
+_FIELDS: Final = ("Key", "LastModified", "ETag", "Size", "StorageClass")
+_field_order_patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def _pattern_for(order: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for a whole page whose entries list their fields in ``order``.
+
+    Compiled once per server dialect (AWS, RGW and moto each have their own order).
+    """
+    pattern = _field_order_patterns.get(order)
+    if pattern is None:
+        parts = "".join(rf".*?<{name}>([^<]*)</{name}>" for name in order)
+        pattern = re.compile(rf"<Contents>{parts}.*?</Contents>", re.S)
+        _field_order_patterns[order] = pattern
+    return pattern
+
+
+def _parse_contents_fast(body: str, url_encoded: bool, expected: int) -> list[ObjectRecord] | None:
+    """All entries with one ``findall``; None when the page does not fit the fast shape.
+
+    The field order comes from the first entry. An entry missing a field would make the regex
+    run into the next entry and yield fewer matches than entries, which sends the page to the
+    careful parser instead.
+    """
+    start = body.find("<Contents>")
+    end = body.find("</Contents>", start)
+    if end < 0:
+        return None
+    first = body[start:end]
+    positions = sorted((first.find(f"<{name}>"), name) for name in _FIELDS)
+    if positions[0][0] < 0:
+        return None
+    order = tuple(name for _, name in positions)
+    rows = _pattern_for(order).findall(body)
+    if len(rows) != expected:
+        return None
+    index = [order.index(name) for name in _FIELDS]
+    k, m, e, z, c = index
+    decode_key = _decode_url_key if url_encoded else _decode_xml
+    keys = [decode_key(row[k]) for row in rows]
+    try:
+        return [
+            ObjectRecord(
+                key,
+                int(row[z]),
+                row[m] if len(row[m]) == _STANDARD_TIME_LENGTH else normalize_time(row[m]),
+                _clean_etag(row[e]),
+                row[c] or "STANDARD",
+            )
+            for key, row in zip(keys, rows, strict=True)
+        ]
+    except ValueError as exc:
+        raise MalformedListing("an object entry has an unreadable Size") from exc
+
+
+def _parse_contents_each(body: str, decode: Callable[[str], str]) -> list[ObjectRecord]:
+    """Entry by entry, fields in any order, any missing: the careful path."""
     records: list[ObjectRecord] = []
-    append = records.append
     for block in _CONTENTS.findall(body):
         fields = dict(_FIELD.findall(block))
         try:
@@ -99,27 +169,34 @@ def parse_list_page(body: str) -> ListPage:
             raise MalformedListing("an object entry lacks its Key, Size or LastModified") from exc
         if "%" in key or "+" in key or "&" in key:
             key = decode(key)
-        etag = fields.get("ETag", "")
-        if etag.startswith("&quot;"):
-            etag = etag[6:-6] if etag.endswith("&quot;") else etag[6:]
-        elif "&" in etag:
-            etag = html.unescape(etag)
-        append(
+        records.append(
             ObjectRecord(
                 key,
                 size,
                 modified if len(modified) == _STANDARD_TIME_LENGTH else normalize_time(modified),
-                etag.strip('"'),
+                _clean_etag(fields.get("ETag", "")),
                 fields.get("StorageClass") or "STANDARD",
             )
         )
-    if body.count("<Contents>") != len(records):
-        raise MalformedListing("the listing response has a damaged object entry")
+    return records
 
-    prefixes = [decode(p) for p in _COMMON_PREFIX.findall(body)]
-    token_match = _NEXT_TOKEN.search(body)
-    token = html.unescape(token_match.group(1)) if token_match else None
-    return ListPage(records, prefixes, truncated.group(1) == "true", token)
+
+def _clean_etag(etag: str) -> str:
+    if etag.startswith("&quot;"):
+        return etag[6:-6] if etag.endswith("&quot;") else etag[6:]
+    if "&" in etag:
+        etag = html.unescape(etag)
+    return etag.strip('"')
+
+
+def _decode_url_key(key: str) -> str:
+    if "%" not in key and "+" not in key and "&" not in key:
+        return key
+    # Most servers encode "/" in every key (RGW does); that alone needs no general decoder.
+    simple = key.replace("%2F", "/")
+    if "%" not in simple and "+" not in simple and "&" not in simple:
+        return simple
+    return _decode_url(key)
 
 
 def _decode_url(value: str) -> str:
