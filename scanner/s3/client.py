@@ -40,6 +40,7 @@ from scanner.s3.parse import (
     parse_error,
     parse_list_page,
 )
+from scanner.s3.throttle import AdaptiveLimiter
 
 if TYPE_CHECKING:
     import aiohttp
@@ -89,9 +90,11 @@ class S3PageSource:
     _client_context: Any = None
     _http: aiohttp.ClientSession | None = None
     _region_switched: bool = False
+    limiter: AdaptiveLimiter = field(init=False)
     _secrets: tuple[str, ...] = ()
 
     async def __aenter__(self) -> S3PageSource:
+        self.limiter = AdaptiveLimiter(self.config.concurrency)
         await self._open_client(self.config.region)
         import aiohttp
 
@@ -217,7 +220,10 @@ class S3PageSource:
         attempt = 0
         while True:
             try:
-                return await self._attempt(params, key_range)
+                async with self.limiter:
+                    page = await self._attempt(params, key_range)
+                self.limiter.succeeded()
+                return page
             except _WrongRegion as wrong:
                 if not wrong.region or self._region_switched:
                     hint = f" (it is in {wrong.region}: pass --region {wrong.region})" if wrong.region else ""
@@ -231,6 +237,8 @@ class S3PageSource:
                 attempt += 1
                 self.stats.retries += 1
                 self.stats.throttled += retry.throttled
+                if retry.throttled:
+                    self.limiter.throttled()
                 self.stats.last_error = retry.reason
                 # A refused connection rarely heals within a scan: fail fast on it.
                 budget = self.config.max_attempts

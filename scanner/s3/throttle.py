@@ -1,0 +1,64 @@
+"""How many requests may be in flight: an adaptive (AIMD) limit that backs off on throttling.
+
+S3 answers too fast a request rate with 503 SlowDown (429 on some compatible stores) and asks
+clients to back off and ramp up again gradually. The limit starts at ``--concurrency``; a
+throttled response halves it (at most once per ``cooldown``, so one burst of SlowDowns from the
+requests already in flight counts once); every success adds ``1/limit``, so the limit climbs back
+by about one per round of requests. ``history`` keeps (time, limit, in flight) samples for tests
+and progress reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from types import TracebackType
+from typing import Final
+
+import anyio
+
+_HISTORY: Final = 4096
+
+
+class AdaptiveLimiter:
+    def __init__(self, maximum: int, *, minimum: int = 1, cooldown: float = 1.0) -> None:
+        self.maximum = maximum
+        self.minimum = min(minimum, maximum)
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self._cooldown = cooldown
+        self._last_decrease = -cooldown
+        self._changed = anyio.Event()
+        self.history: deque[tuple[float, float, int]] = deque(maxlen=_HISTORY)
+
+    async def __aenter__(self) -> AdaptiveLimiter:
+        while self.in_flight >= int(self.limit):
+            await self._changed.wait()
+        self.in_flight += 1
+        self._record()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def succeeded(self) -> None:
+        if self.limit < self.maximum:
+            self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
+            self._wake()
+
+    def throttled(self) -> None:
+        now = time.monotonic()
+        if now - self._last_decrease >= self._cooldown:
+            self._last_decrease = now
+            self.limit = max(float(self.minimum), self.limit / 2)
+            self._record()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _record(self) -> None:
+        self.history.append((time.monotonic(), self.limit, self.in_flight))
