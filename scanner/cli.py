@@ -23,8 +23,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from scanner import __version__
-from scanner.config import DEFAULT_CONCURRENCY, ConnectionConfig, ScanConfig, parse_s3_uri
+from scanner.config import (
+    DEFAULT_CONCURRENCY,
+    ConnectionConfig,
+    ScanConfig,
+    parse_s3_object_uri,
+    parse_s3_uri,
+)
 from scanner.errors import OutputClosed, ScanError, UsageError, redact
+from scanner.processes import can_fork, scan_with_processes, usable_cpus
 
 ENV_PREFIX = "SCANNER_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -96,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--max-attempts", type=_positive_int, help="attempts per request before the scan fails (default 10)"
     )
+    scan.add_argument(
+        "--processes",
+        type=_positive_int,
+        help="worker processes that list shards of the key space (default: the usable CPUs)",
+    )
     scan.add_argument("--temp-dir", help="directory for spill files (default: the system's)")
     _flag(scan, "-q", "--quiet", help="no summary on standard error")
     return parser
@@ -156,16 +168,35 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         concurrency=args.concurrency or DEFAULT_CONCURRENCY,
         max_attempts=args.max_attempts or 10,
     )
+    output = args.output or "-"
+    check_output(output)
     if args.ca_bundle and not os.path.isfile(args.ca_bundle):
         raise UsageError(f"CA bundle {args.ca_bundle!r} does not exist")
     return ScanConfig(
         location=parse_s3_uri(args.uri),
         connection=connection,
-        output=args.output or "-",
+        output=output,
         output_format=args.format or "jsonl",
         ordered=not args.unordered,
         temp_dir=args.temp_dir or os.environ.get("TMPDIR"),
+        processes=args.processes or usable_cpus(),
     )
+
+
+def check_output(output: str) -> None:
+    """Reject an unusable output before any request is made."""
+    if output == "-":
+        return
+    if output.startswith("s3://"):
+        parse_s3_object_uri(output)
+        return
+    directory = os.path.dirname(os.path.abspath(output))
+    if os.path.isdir(output):
+        raise UsageError(f"output path {output!r} is a directory")
+    if not os.path.isdir(directory):
+        raise UsageError(f"output directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"cannot write to output directory {directory!r}")
 
 
 def _format_bytes(count: int) -> str:
@@ -181,10 +212,10 @@ def _print_error(message: str, secrets: tuple[str, ...] = ()) -> None:
     print(f"error: {redact(message, secrets)}", file=sys.stderr, flush=True)
 
 
-def _first_failure(exc: BaseException) -> BaseException:
+def first_failure(exc: BaseException) -> BaseException:
     """The error that matters inside (possibly nested) exception groups."""
     if isinstance(exc, BaseExceptionGroup):
-        failures = [_first_failure(e) for e in exc.exceptions]
+        failures = [first_failure(e) for e in exc.exceptions]
         for failure in failures:
             if isinstance(failure, ScanError | OutputClosed):
                 return failure
@@ -214,32 +245,41 @@ def _run(config: ScanConfig, *, quiet: bool) -> int:
         v for v in (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")) if v
     )
 
-    async def scan_until_signalled() -> ScanSummary | None:
-        result: list[ScanSummary] = []
-        async with anyio.create_task_group() as group:
+    def run_until_signalled(function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` in a fresh event loop; None if SIGINT or SIGTERM stopped it."""
 
-            async def watch_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        received.append(signum)
-                        group.cancel_scope.cancel()
-                        return
+        async def guarded() -> Any:
+            result: list[Any] = []
+            async with anyio.create_task_group() as group:
 
-            async def scan() -> None:
-                result.append(await run_scan(config))
-                group.cancel_scope.cancel()
+                async def watch_signals() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            received.append(signum)
+                            group.cancel_scope.cancel()
+                            return
 
-            group.start_soon(watch_signals)
-            group.start_soon(scan)
-        return result[0] if result else None
+                async def work() -> None:
+                    result.append(await function(*args))
+                    group.cancel_scope.cancel()
 
+                group.start_soon(watch_signals)
+                group.start_soon(work)
+            return result[0] if result else None
+
+        return anyio.run(guarded, backend="asyncio", backend_options={"use_uvloop": True})
+
+    summary: ScanSummary | None
     try:
-        summary = anyio.run(scan_until_signalled, backend="asyncio", backend_options={"use_uvloop": True})
+        if config.processes > 1 and can_fork():
+            summary = scan_with_processes(config, run_until_signalled)
+        else:
+            summary = run_until_signalled(run_scan, config)
     except KeyboardInterrupt:
         received.append(signal.SIGINT)
         summary = None
     except BaseException as exc:
-        failure = _first_failure(exc)
+        failure = first_failure(exc)
         if isinstance(failure, OutputClosed):
             return 141
         if isinstance(failure, ScanError):

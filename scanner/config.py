@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from scanner.errors import UsageError
@@ -79,3 +79,8 @@ class ScanConfig:
     # Bytes of finished-but-not-yet-writable output kept in memory before spilling to disk.
     memory_budget: int = 64 * 1024 * 1024
     temp_dir: str | None = None
+    processes: int = 1
+
+    def for_worker(self, output: str) -> ScanConfig:
+        """This scan as one worker process of a multi-process scan runs it."""
+        return replace(self, output=output, processes=1)

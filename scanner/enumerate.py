@@ -97,31 +97,56 @@ class Enumerator:
         self._split_slot = split_slot
         self._finish_slot = finish_slot
         self._alive = 0
+        self._cuts_pending = False
+        self._cuts: list[str] | None = None
         self.stats = EnumerationStats()
 
     async def run(self, first_slot: OutputSlot) -> None:
+        page = await self._source.list_page(self._root)
+        if page.records:
+            await self._emit(first_slot, page.records)
+        if not page.is_truncated:
+            self._finish_slot(first_slot)
+            return
+        rest = self._root.after(page.records[-1].key) if page.records else self._root
         async with anyio.create_task_group() as group:
-            # Most prefixes people scan fit in one page: list it flat first, so that costs one
-            # request, and the page is part of the output either way.
-            page = await self._source.list_page(self._root)
-            if page.records:
-                await self._emit(first_slot, page.records)
-            if not page.is_truncated:
-                self._finish_slot(first_slot)
-                return
-            if not page.records:
-                self._start(group, self._root, first_slot, probe=False, token=page.next_token)
-                return
-            rest = self._root.after(page.records[-1].key)
-            ranges = await self._discover(rest)
+            # Discovery is a slow request on some servers (RGW walks the index to group
+            # prefixes): list the rest meanwhile, and cut it where discovery says once it answers.
+            self._cuts_pending = True
+            self._start(group, rest, first_slot, probe=False)
+            try:
+                self._cuts = await self._discover(rest, self._parallelism)
+            finally:
+                self._cuts_pending = False
+
+    async def plan(self, parts: int) -> tuple[list[ObjectRecord], list[KeyRange]]:
+        """The root's first page, and up to ``parts`` ranges that tile the rest of the root.
+
+        Most prefixes people scan fit in one page: listing it flat first makes that one request,
+        and the page is part of the output either way.
+        """
+        page = await self._source.list_page(self._root)
+        if not page.is_truncated:
+            return page.records, []
+        if not page.records:
+            return [], [self._root]
+        rest = self._root.after(page.records[-1].key)
+        return page.records, ranges_from_boundaries(rest, await self._discover(rest, parts), parts)
+
+    async def run_ranges(self, ranges: Sequence[KeyRange], first_slot: OutputSlot) -> None:
+        """List ``ranges`` (in key order) concurrently; the first one continues ``first_slot``."""
+        if not ranges:
+            self._finish_slot(first_slot)
+            return
+        async with anyio.create_task_group() as group:
             slots = [first_slot, *self._split_slot(first_slot, len(ranges) - 1)]
             for key_range, slot in zip(ranges, slots, strict=True):
                 self._start(group, key_range, slot, probe=False)
 
-    async def _discover(self, rest: KeyRange) -> list[KeyRange]:
-        """Cut ``rest`` at common prefixes found by a few delimiter listings."""
-        if self._parallelism < 2:
-            return [rest]
+    async def _discover(self, rest: KeyRange, parts: int) -> list[str]:
+        """Common prefixes in ``rest`` found by a few delimiter listings: where to cut it."""
+        if parts < 2:
+            return []
         boundaries: list[str] = []
         level = [rest]
         for _ in range(_DISCOVERY_MAX_DEPTH):
@@ -133,13 +158,12 @@ class Enumerator:
                     # A wide level. Its folders cut the part of the key space this page saw,
                     # and the range past them splits itself as it goes. Its keys are no use as
                     # cut points: they crowd a sliver of a flat namespace.
-                    boundaries.extend(found)
-                    return ranges_from_boundaries(rest, boundaries, self._parallelism)
+                    return [*boundaries, *found]
             boundaries.extend(found)
-            if len(boundaries) >= self._parallelism or not found or len(found) > self._parallelism:
+            if len(boundaries) >= parts or not found or len(found) > parts:
                 break
             level = [KeyRange(prefix) for prefix in found]
-        return ranges_from_boundaries(rest, boundaries, self._parallelism)
+        return boundaries
 
     def _start(
         self,
@@ -204,6 +228,13 @@ class Enumerator:
         self, group: TaskGroup, rest: KeyRange, slot: OutputSlot, page: list[ObjectRecord]
     ) -> KeyRange:
         """Give idle request slots the upper parts of ``rest``; keep the first part."""
+        if self._cuts_pending:
+            return rest  # discovery will cut better than bytes can
+        if self._cuts is not None:
+            cuts, self._cuts = self._cuts, None
+            parts = ranges_from_boundaries(rest, cuts, self._parallelism - self._alive + 1)
+            if len(parts) > 1:
+                return self._hand_out(group, parts, slot, probe=False)
         idle = self._parallelism - self._alive
         if idle < 1 or rest.start_after is None:
             return rest
@@ -214,12 +245,18 @@ class Enumerator:
         parts = split(rest, rest.start_after, ways)
         if len(parts) < 2:
             return rest
-        self.stats.splits += 1
-        new_slots = self._split_slot(slot, len(parts) - 1)
         # Keys cluster (folders, dense runs of digits) where byte-wise cuts cannot see it, so a
         # cut range may well be empty: its first request only probes.
+        return self._hand_out(group, parts, slot, probe=True)
+
+    def _hand_out(
+        self, group: TaskGroup, parts: list[KeyRange], slot: OutputSlot, *, probe: bool
+    ) -> KeyRange:
+        """Start workers for all but the first of ``parts``; the caller keeps the first."""
+        self.stats.splits += 1
+        new_slots = self._split_slot(slot, len(parts) - 1)
         for part, new_slot in zip(parts[1:], new_slots, strict=True):
-            self._start(group, part, new_slot, probe=True)
+            self._start(group, part, new_slot, probe=probe)
         return parts[0]
 
 

@@ -10,7 +10,7 @@ memory is bounded: at most ``concurrency`` pages in flight, a bounded stream or 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -40,16 +40,23 @@ class ScanSummary:
         return self.objects / self.seconds if self.seconds > 0 else 0.0
 
 
-def _encoder(config: ScanConfig) -> Callable[[list[ObjectRecord]], bytes]:
+def encoder_for(config: ScanConfig) -> Callable[[list[ObjectRecord]], bytes]:
     return encode_csv if config.output_format == "csv" else encode_jsonl
 
 
-def _preamble(config: ScanConfig) -> bytes:
+def preamble_for(config: ScanConfig) -> bytes:
     return csv_header() if config.output_format == "csv" else b""
 
 
-async def run_scan(config: ScanConfig, source: PageSource | None = None) -> ScanSummary:
-    """Scan ``config.location`` into ``config.output``; the output is complete or absent."""
+async def run_scan(
+    config: ScanConfig,
+    source: PageSource | None = None,
+    ranges: Sequence[KeyRange] | None = None,
+) -> ScanSummary:
+    """Scan ``config.location`` (or only ``ranges`` of it) into ``config.output``.
+
+    The output is complete or absent.
+    """
     started = time.perf_counter()
     summary = ScanSummary()
     sink = open_sink(config.output, config.connection)
@@ -58,9 +65,9 @@ async def run_scan(config: ScanConfig, source: PageSource | None = None) -> Scan
         if source is None:
             async with S3PageSource(config.location, config.connection) as s3:
                 summary.requests = s3.stats
-                await _scan_into(config, s3, sink, summary)
+                await _scan_into(config, s3, sink, summary, ranges)
         else:
-            await _scan_into(config, source, sink, summary)
+            await _scan_into(config, source, sink, summary, ranges)
         await sink.commit()
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -70,9 +77,15 @@ async def run_scan(config: ScanConfig, source: PageSource | None = None) -> Scan
     return summary
 
 
-async def _scan_into(config: ScanConfig, source: PageSource, sink: Sink, summary: ScanSummary) -> None:
-    encode = _encoder(config)
-    preamble = _preamble(config)
+async def _scan_into(
+    config: ScanConfig,
+    source: PageSource,
+    sink: Sink,
+    summary: ScanSummary,
+    ranges: Sequence[KeyRange] | None,
+) -> None:
+    encode = encoder_for(config)
+    preamble = preamble_for(config)
     if preamble:
         await sink.write(preamble)
     root = KeyRange(config.location.prefix)
@@ -106,7 +119,10 @@ async def _scan_into(config: ScanConfig, source: PageSource, sink: Sink, summary
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(output.drain, sink.write)
-                await enumerator.run(output.first)
+                if ranges is None:
+                    await enumerator.run(output.first)
+                else:
+                    await enumerator.run_ranges(ranges, output.first)
         finally:
             summary.spilled_bytes = output.spilled_bytes
             output.close()
@@ -135,7 +151,10 @@ async def _scan_into(config: ScanConfig, source: PageSource, sink: Sink, summary
     async with anyio.create_task_group() as group:
         group.start_soon(drain)
         async with send:
-            await enumerator.run(object())
+            if ranges is None:
+                await enumerator.run(object())
+            else:
+                await enumerator.run_ranges(ranges, object())
 
 
 def _count(summary: ScanSummary, records: list[ObjectRecord]) -> None:

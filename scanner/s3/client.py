@@ -40,6 +40,7 @@ from scanner.s3.parse import (
     parse_error,
     parse_list_page,
 )
+from scanner.s3.signing import RequestTemplate, sign, template_from
 from scanner.s3.throttle import AdaptiveLimiter
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ class S3PageSource:
     _client_context: Any = None
     _http: aiohttp.ClientSession | None = None
     _region_switched: bool = False
+    _credentials: Any = None
+    _template: RequestTemplate | None = None
+    _use_template: bool = True
     limiter: AdaptiveLimiter = field(init=False)
     _secrets: tuple[str, ...] = ()
 
@@ -164,8 +168,10 @@ class S3PageSource:
         except ValueError as exc:
             raise UsageError(f"cannot configure the S3 client: {redact(str(exc))}") from exc
         self._client.meta.events.register("before-send.s3.ListObjectsV2", _capture)
+        self._template = None
+        self._use_template = not self.config.no_sign_request and not self.location.bucket.endswith("--x-s3")
         if not self.config.no_sign_request:
-            credentials = await session.get_credentials()
+            credentials = self._credentials = await session.get_credentials()
             if credentials is not None:
                 frozen = await credentials.get_frozen_credentials()
                 self._secrets = tuple(s for s in (frozen.secret_key, frozen.token, frozen.access_key) if s)
@@ -174,6 +180,21 @@ class S3PageSource:
     def secrets(self) -> tuple[str, ...]:
         """Configured credential values, for scrubbing anything printed."""
         return self._secrets
+
+    async def _signed(self, params: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+        """URL and headers of the signed request for ``params``."""
+        template = self._template
+        if template is not None:
+            frozen = await self._credentials.get_frozen_credentials()
+            return sign(template, params, frozen)
+        request = await self._prepare(params)
+        if self._use_template and self._credentials is not None:
+            self._template = template_from(request)
+        headers = {
+            name: value.decode("ascii") if isinstance(value, bytes) else value
+            for name, value in request.headers.items()
+        }
+        return request.url, headers
 
     async def _prepare(self, params: Mapping[str, Any]) -> Any:
         from botocore.exceptions import BotoCoreError, NoCredentialsError, ParamValidationError
@@ -261,14 +282,10 @@ class S3PageSource:
         from yarl import URL
 
         assert self._http is not None
-        request = await self._prepare(params)
+        signed_url, headers = await self._signed(params)
         self.stats.requests += 1
         # The URL is already percent-encoded and signed as it stands: aiohttp must not re-quote it.
-        url = URL(request.url, encoded=True)
-        headers = {
-            name: value.decode("ascii") if isinstance(value, bytes) else value
-            for name, value in request.headers.items()
-        }
+        url = URL(signed_url, encoded=True)
         try:
             async with self._http.get(url, headers=headers, allow_redirects=False) as response:
                 body = await response.read()
@@ -277,18 +294,18 @@ class S3PageSource:
                 retry_after = response.headers.get("Retry-After", "")
         except aiohttp.ClientConnectorCertificateError as exc:
             raise EndpointError(
-                f"TLS certificate verification failed for {self._endpoint_name(request.url)}: "
+                f"TLS certificate verification failed for {self._endpoint_name(signed_url)}: "
                 f"{redact(str(exc.certificate_error), self._secrets)} "
                 "(pass --ca-bundle for a private CA)"
             ) from exc
         except aiohttp.ClientConnectorSSLError as exc:
             raise EndpointError(
-                f"TLS handshake with {self._endpoint_name(request.url)} failed: "
+                f"TLS handshake with {self._endpoint_name(signed_url)} failed: "
                 f"{redact(str(exc.os_error), self._secrets)}"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise _Retry(
-                f"cannot connect to {self._endpoint_name(request.url)}: "
+                f"cannot connect to {self._endpoint_name(signed_url)}: "
                 f"{redact(exc.os_error.strerror or str(exc.os_error), self._secrets)}"
             ) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -305,7 +322,7 @@ class S3PageSource:
                 raise _Retry(f"malformed response ({exc})") from exc
             except NotS3Response as exc:
                 raise EndpointError(
-                    f"{self._endpoint_name(request.url)} does not answer like an S3 endpoint: {exc}"
+                    f"{self._endpoint_name(signed_url)} does not answer like an S3 endpoint: {exc}"
                 ) from exc
         error = parse_error(text) or ErrorDocument(f"HTTP {status}", "")
         return self._raise_for_error(status, error, region, key_range, retry_after)

@@ -105,55 +105,79 @@ _FIELDS: Final = ("Key", "LastModified", "ETag", "Size", "StorageClass")
 _field_order_patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
 
 
-def _pattern_for(order: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex for a whole page whose entries list their fields in ``order``.
+# Inside the ETag element, the quotes S3 puts around the tag (as entities or plain) stay outside
+# the group, so the page regex hands back the bare tag.
+_FIELD_PATTERNS: Final = {
+    "ETag": r"<ETag>(?:&quot;|\")?([^<&\"]*)(?:&quot;|\")?</ETag>",
+    "Size": r"<Size>(\d+)</Size>",
+}
 
-    Compiled once per server dialect (AWS, RGW and moto each have their own order).
+
+_ELEMENT: Final = re.compile(r"<(\w+)>(?:[^<]*</\1>|.*?</\1>)", re.S)
+
+
+def _pattern_for(layout: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for a whole page whose entries have exactly the elements of ``layout``.
+
+    Built from the first entry and compiled once per server dialect (AWS, RGW and moto each
+    order and choose their elements differently); with no ``.*?`` to backtrack through, one
+    ``findall`` reads a 1000-entry page in about half a millisecond.
     """
-    pattern = _field_order_patterns.get(order)
+    pattern = _field_order_patterns.get(layout)
     if pattern is None:
-        parts = "".join(rf".*?<{name}>([^<]*)</{name}>" for name in order)
-        pattern = re.compile(rf"<Contents>{parts}.*?</Contents>", re.S)
-        _field_order_patterns[order] = pattern
+        parts = []
+        for name in layout:
+            if name in _FIELDS:
+                parts.append(_FIELD_PATTERNS.get(name, rf"<{name}>([^<]*)</{name}>"))
+            else:
+                parts.append(rf"<{name}>(?:[^<]*|.*?)</{name}>")
+        pattern = re.compile(r"<Contents>\s*" + r"\s*".join(parts) + r"\s*</Contents>", re.S)
+        _field_order_patterns[layout] = pattern
     return pattern
 
 
 def _parse_contents_fast(body: str, url_encoded: bool, expected: int) -> list[ObjectRecord] | None:
     """All entries with one ``findall``; None when the page does not fit the fast shape.
 
-    The field order comes from the first entry. An entry missing a field would make the regex
-    run into the next entry and yield fewer matches than entries, which sends the page to the
-    careful parser instead.
+    The element layout comes from the first entry. Any entry laid out differently (a missing or
+    extra element, an ETag with unusual characters) is not matched, so the page yields fewer
+    matches than entries and goes to the careful parser instead.
     """
     start = body.find("<Contents>")
     end = body.find("</Contents>", start)
     if end < 0:
         return None
-    first = body[start:end]
-    positions = sorted((first.find(f"<{name}>"), name) for name in _FIELDS)
-    if positions[0][0] < 0:
+    layout = tuple(_ELEMENT.findall(body, start + len("<Contents>"), end))
+    if not set(_FIELDS) <= set(layout):
         return None
-    order = tuple(name for _, name in positions)
-    rows = _pattern_for(order).findall(body)
+    rows = _pattern_for(layout).findall(body)
     if len(rows) != expected:
         return None
-    index = [order.index(name) for name in _FIELDS]
-    k, m, e, z, c = index
+    order = [name for name in layout if name in _FIELDS]
+    k, m, e, z, c = (order.index(name) for name in _FIELDS)
+    standard = _STANDARD_TIME_LENGTH
     decode_key = _decode_url_key if url_encoded else _decode_xml
     keys = [decode_key(row[k]) for row in rows]
-    try:
-        return [
-            ObjectRecord(
-                key,
-                int(row[z]),
-                row[m] if len(row[m]) == _STANDARD_TIME_LENGTH else normalize_time(row[m]),
-                _clean_etag(row[e]),
-                row[c] or "STANDARD",
-            )
-            for key, row in zip(keys, rows, strict=True)
-        ]
-    except ValueError as exc:
-        raise MalformedListing("an object entry has an unreadable Size") from exc
+    return [
+        ObjectRecord(
+            key,
+            int(row[z]),
+            row[m] if len(row[m]) == standard else normalize_time(row[m]),
+            row[e],
+            row[c] or "STANDARD",
+        )
+        for key, row in zip(keys, rows, strict=True)
+    ]
+
+
+def _decode_url_key(key: str) -> str:
+    if "%" not in key and "+" not in key and "&" not in key:
+        return key
+    # Most servers encode "/" in every key (RGW does), and that alone needs no general decoder.
+    simple = key.replace("%2F", "/")
+    if "%" not in simple and "+" not in simple and "&" not in simple:
+        return simple
+    return _decode_url(key)
 
 
 def _parse_contents_each(body: str, decode: Callable[[str], str]) -> list[ObjectRecord]:
@@ -187,16 +211,6 @@ def _clean_etag(etag: str) -> str:
     if "&" in etag:
         etag = html.unescape(etag)
     return etag.strip('"')
-
-
-def _decode_url_key(key: str) -> str:
-    if "%" not in key and "+" not in key and "&" not in key:
-        return key
-    # Most servers encode "/" in every key (RGW does); that alone needs no general decoder.
-    simple = key.replace("%2F", "/")
-    if "%" not in simple and "+" not in simple and "&" not in simple:
-        return simple
-    return _decode_url(key)
 
 
 def _decode_url(value: str) -> str:
