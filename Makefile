@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check scanner tests benchmarks scripts
 	$(BIN)/ruff format --check scanner tests benchmarks scripts
 	$(BIN)/mypy --strict scanner
+	$(BIN)/hadolint Dockerfile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

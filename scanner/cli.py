@@ -23,14 +23,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from scanner import __version__
+from scanner.cli_selection import add_selection_arguments, selection_from_args
 from scanner.config import (
     DEFAULT_CONCURRENCY,
     ConnectionConfig,
+    OutputFormat,
     ScanConfig,
     parse_s3_object_uri,
     parse_s3_uri,
 )
 from scanner.errors import OutputClosed, ScanError, UsageError, redact
+from scanner.items import ItemsError
+from scanner.pipeline import ScanSummary
 from scanner.processes import can_fork, scan_with_processes, usable_cpus
 
 ENV_PREFIX = "SCANNER_"
@@ -79,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("uri", nargs="?", help="s3://BUCKET[/PREFIX]")
     scan.add_argument("-o", "--output", help="output path, or - for standard output (default)")
-    scan.add_argument("-f", "--format", choices=("jsonl", "csv"), help="output format (default jsonl)")
+    scan.add_argument(
+        "-f",
+        "--format",
+        choices=("jsonl", "csv", "items"),
+        help="jsonl (default), csv, or a RedBrick items list",
+    )
     scan.add_argument(
         "--unordered",
         action="store_true",
@@ -110,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--temp-dir", help="directory for spill files (default: the system's)")
     _flag(scan, "-q", "--quiet", help="no summary on standard error")
+    add_selection_arguments(scan, _positive_int)
     return parser
 
 
@@ -127,6 +137,16 @@ def _apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def _convert(action: argparse.Action, raw: str) -> Any:
     name = _env_name(action.dest)
+    if isinstance(action, argparse._AppendAction):
+        # Repeatable options take a comma-separated list from the environment.
+        values = [part.strip() for part in raw.split(",") if part.strip()]
+        if action.choices is not None:
+            for value in values:
+                if value not in action.choices:
+                    raise UsageError(
+                        f"{name}: {value!r} is not one of: {', '.join(map(str, action.choices))}"
+                    )
+        return values or None
     if isinstance(action, argparse._StoreTrueAction):
         lowered = raw.strip().lower()
         if lowered in _TRUE:
@@ -169,17 +189,28 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         max_attempts=args.max_attempts or 10,
     )
     output = args.output or "-"
+    location = parse_s3_uri(args.uri)
+    output_format: OutputFormat = args.format or "jsonl"
+    selection = selection_from_args(args, location, output_format)
+    if output_format == "items" and args.unordered:
+        raise UsageError("--unordered cannot make an items list: tasks need keys in order")
+    if selection.max_tasks_per_file is not None and output == "-":
+        raise UsageError("--max-tasks-per-file writes numbered files: give --output")
     check_output(output)
     if args.ca_bundle and not os.path.isfile(args.ca_bundle):
         raise UsageError(f"CA bundle {args.ca_bundle!r} does not exist")
     return ScanConfig(
-        location=parse_s3_uri(args.uri),
+        location=location,
         connection=connection,
         output=output,
-        output_format=args.format or "jsonl",
+        output_format=output_format,
         ordered=not args.unordered,
         temp_dir=args.temp_dir or os.environ.get("TMPDIR"),
         processes=args.processes or usable_cpus(),
+        filters=selection.filters,
+        grouping=selection.grouping,
+        legacy_items=selection.legacy_items,
+        max_tasks_per_file=selection.max_tasks_per_file,
     )
 
 
@@ -238,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(config: ScanConfig, *, quiet: bool) -> int:
     import anyio
 
-    from scanner.pipeline import ScanSummary, run_scan
+    from scanner.pipeline import run_scan
 
     received: list[int] = []
     secrets = tuple(
@@ -287,6 +318,9 @@ def _run(config: ScanConfig, *, quiet: bool) -> int:
             return failure.exit_code
         if isinstance(failure, KeyboardInterrupt):
             return 128 + signal.SIGINT
+        if isinstance(failure, ItemsError):
+            _print_error(str(failure), secrets)
+            return 1
         if os.environ.get("SCANNER_DEBUG"):
             raise
         _print_error(f"unexpected {type(failure).__name__}: {failure}", secrets)
@@ -305,4 +339,20 @@ def _run(config: ScanConfig, *, quiet: bool) -> int:
             file=sys.stderr,
             flush=True,
         )
+        report = selection_report(summary)
+        if report:
+            print(report, file=sys.stderr, flush=True)
     return 0
+
+
+def selection_report(summary: ScanSummary) -> str:
+    """What the filters and grouping kept and left out, by reason; empty when neither ran."""
+    parts = []
+    if summary.matched is not None:
+        parts.append(f"{summary.matched:,} objects matched")
+    if summary.tasks is not None:
+        parts.append(f"{summary.tasks:,} tasks written")
+    if summary.skipped:
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(summary.skipped.items()))
+        parts.append(f"skipped: {reasons}")
+    return "; ".join(parts)

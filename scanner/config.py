@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from scanner.errors import UsageError
 
-OutputFormat = Literal["jsonl", "csv"]
+if TYPE_CHECKING:
+    from scanner.filters import FilterSpec
+    from scanner.items import GroupingSpec
+
+OutputFormat = Literal["jsonl", "csv", "items"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 
 # 16 requests in flight keeps a 1000-key page arriving every ~6 ms at S3's usual 100 ms LIST
@@ -80,7 +84,13 @@ class ScanConfig:
     memory_budget: int = 64 * 1024 * 1024
     temp_dir: str | None = None
     processes: int = 1
+    filters: FilterSpec | None = None
+    grouping: GroupingSpec | None = None
+    legacy_items: bool = False
+    max_tasks_per_file: int | None = None
+    # A worker of a multi-process scan writes its encoded pages as they are, for the parent.
+    worker: bool = False
 
     def for_worker(self, output: str) -> ScanConfig:
         """This scan as one worker process of a multi-process scan runs it."""
-        return replace(self, output=output, processes=1)
+        return replace(self, output=output, processes=1, worker=True)

@@ -36,7 +36,14 @@ Decisions the brief left open:
   ``order="completion"`` emits each task as soon as it closes (still deterministic) for
   listings where that would hold too much.
 - Items of open groups are kept in memory as the record's own key strings (no copies); a
-  100k-item series costs its key strings plus one pointer each.
+  100k-item series costs its key strings plus one pointer each. Nothing spills to disk: this
+  module does no I/O.
+- Input is checked, not trusted: a key that is not strictly greater than the previous one, or
+  lies outside the scanned folder, raises ``KeyOrderError`` (grouping would silently split a
+  folder otherwise); folder markers are skipped and counted as ``"folder-marker"``.
+- The legacy format (``[{"name", "items"}]``) flattens every series of a task into one list in
+  key order. ``RollingItemsListEncoder`` splits output into files of at most N tasks, each a
+  complete JSON array.
 - Task names are unique across the whole run: the grouper remembers each emitted name and the
   folder or key that produced it (memory grows with the number of tasks). A collision raises
   ``NameCollisionError`` naming both, unless ``dedupe_names``: later ones then get `` (2)``,
@@ -284,6 +291,13 @@ class TaskGrouper:
             add(record.key)
         return self._take()
 
+    def feed_keys(self, keys: Iterable[str]) -> list[Task]:
+        """Add a page of keys (grouping needs nothing else); return the tasks that became complete."""
+        add = self._add
+        for key in keys:
+            add(key)
+        return self._take()
+
     def finish(self) -> list[Task]:
         """End of input: close every open group and return the remaining tasks."""
         while self._stack:
@@ -466,7 +480,7 @@ class RollingItemsListEncoder:
     yields one file holding ``[]``. ``max_tasks_per_file=None`` writes a single file.
     """
 
-    def __init__(self, max_tasks_per_file: int | None = None, fmt: ItemsFormat = "current"):
+    def __init__(self, fmt: ItemsFormat = "current", max_tasks_per_file: int | None = None) -> None:
         if max_tasks_per_file is not None and max_tasks_per_file < 1:
             raise ValueError("max_tasks_per_file must be at least 1")
         self._max = max_tasks_per_file

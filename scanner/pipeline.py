@@ -1,27 +1,28 @@
-"""The scan as one task group: ranges -> encode -> (order) -> one writer -> sink.
+"""The scan as one task group: ranges -> filter -> encode -> (order) -> one writer.
 
-Workers list ranges and encode each page into one bytes chunk as soon as it arrives. In ordered
-mode (the default) chunks go into ``OrderedOutput`` and the single writer drains it in key order;
-with ``--unordered`` they go through a small bounded stream straight to the writer. Either way
-memory is bounded: at most ``concurrency`` pages in flight, a bounded stream or budgeted buffers
-(with spill files past the budget), and one writer that owns the sink.
+Workers list ranges, filter each page and encode it into one bytes chunk as soon as it arrives.
+In ordered mode (the default) chunks go into ``OrderedOutput`` and the single writer drains it in
+key order; with ``--unordered`` they go through a small bounded stream straight to the writer.
+Either way memory is bounded: at most ``concurrency`` pages in flight, a bounded stream or
+budgeted buffers (with spill files past the budget), and one writer that owns the output.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
 
 from scanner.config import ScanConfig
 from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
+from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
 from scanner.ordering import OrderedOutput, Segment
-from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl
+from scanner.records import ObjectRecord
 from scanner.s3.client import RequestStats, S3PageSource
-from scanner.sinks import Sink, open_sink
+from scanner.writers import ItemsWriter, Writer, make_writer, page_encoder
 
 _UNORDERED_BUFFER = 32
 
@@ -34,18 +35,41 @@ class ScanSummary:
     requests: RequestStats = field(default_factory=RequestStats)
     enumeration: EnumerationStats = field(default_factory=EnumerationStats)
     spilled_bytes: int = 0
+    # With filters: objects written, and objects left out by reason.
+    matched: int | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    tasks: int | None = None
 
     @property
     def keys_per_second(self) -> float:
         return self.objects / self.seconds if self.seconds > 0 else 0.0
 
+    def add_skipped(self, reasons: dict[str, int]) -> None:
+        for reason, count in reasons.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
 
-def encoder_for(config: ScanConfig) -> Callable[[list[ObjectRecord]], bytes]:
-    return encode_csv if config.output_format == "csv" else encode_jsonl
 
+class PageHandler:
+    """Counts, filters and encodes one page of records: what each worker does per page."""
 
-def preamble_for(config: ScanConfig) -> bytes:
-    return csv_header() if config.output_format == "csv" else b""
+    def __init__(self, config: ScanConfig, summary: ScanSummary) -> None:
+        self._summary = summary
+        self._encode = page_encoder(config)
+        spec = config.filters
+        self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
+
+    def __call__(self, records: list[ObjectRecord]) -> bytes:
+        summary = self._summary
+        summary.objects += len(records)
+        summary.bytes += sum(r.size for r in records)
+        if self.filter is not None:
+            records = self.filter.select(records)
+        return self._encode(records) if records else b""
+
+    def finish(self) -> None:
+        if self.filter is not None:
+            self._summary.matched = self.filter.matched
+            self._summary.add_skipped(self.filter.skipped)
 
 
 async def run_scan(
@@ -59,35 +83,39 @@ async def run_scan(
     """
     started = time.perf_counter()
     summary = ScanSummary()
-    sink = open_sink(config.output, config.connection)
-    await sink.open()
+    writer = make_writer(config)
+    await writer.open()
     try:
         if source is None:
             async with S3PageSource(config.location, config.connection) as s3:
                 summary.requests = s3.stats
-                await _scan_into(config, s3, sink, summary, ranges)
+                await _scan_into(config, s3, writer, summary, ranges)
         else:
-            await _scan_into(config, source, sink, summary, ranges)
-        await sink.commit()
+            await _scan_into(config, source, writer, summary, ranges)
+        await writer.commit()
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await sink.abort()
+            await writer.abort()
         raise
+    finish_summary(summary, writer)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def finish_summary(summary: ScanSummary, writer: Writer) -> None:
+    if isinstance(writer, ItemsWriter):
+        summary.tasks = writer.tasks
+        summary.add_skipped(writer.skipped)
 
 
 async def _scan_into(
     config: ScanConfig,
     source: PageSource,
-    sink: Sink,
+    writer: Writer,
     summary: ScanSummary,
     ranges: Sequence[KeyRange] | None,
 ) -> None:
-    encode = encoder_for(config)
-    preamble = preamble_for(config)
-    if preamble:
-        await sink.write(preamble)
+    handle = PageHandler(config, summary)
     root = KeyRange(config.location.prefix)
     parallelism = config.connection.concurrency
 
@@ -95,9 +123,8 @@ async def _scan_into(
         output = OrderedOutput(config.memory_budget, temp_dir=config.temp_dir)
 
         async def emit_ordered(slot: OutputSlot, records: list[ObjectRecord]) -> None:
-            _count(summary, records)
             assert isinstance(slot, Segment)
-            await output.put(slot, encode(records))
+            await output.put(slot, handle(records))
 
         def split_slot(slot: OutputSlot, count: int) -> list[OutputSlot]:
             assert isinstance(slot, Segment)
@@ -118,7 +145,7 @@ async def _scan_into(
         summary.enumeration = enumerator.stats
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(output.drain, sink.write)
+                group.start_soon(output.drain, writer.write)
                 if ranges is None:
                     await enumerator.run(output.first)
                 else:
@@ -126,18 +153,20 @@ async def _scan_into(
         finally:
             summary.spilled_bytes = output.spilled_bytes
             output.close()
+        handle.finish()
         return
 
     send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
 
     async def emit_unordered(slot: OutputSlot, records: list[ObjectRecord]) -> None:
-        _count(summary, records)
-        await send.send(encode(records))
+        chunk = handle(records)
+        if chunk:
+            await send.send(chunk)
 
     async def drain() -> None:
         async with receive:
             async for chunk in receive:
-                await sink.write(chunk)
+                await writer.write(chunk)
 
     enumerator = Enumerator(
         source,
@@ -155,8 +184,4 @@ async def _scan_into(
                 await enumerator.run(object())
             else:
                 await enumerator.run_ranges(ranges, object())
-
-
-def _count(summary: ScanSummary, records: list[ObjectRecord]) -> None:
-    summary.objects += len(records)
-    summary.bytes += sum(r.size for r in records)
+    handle.finish()

@@ -31,8 +31,9 @@ import orjson
 from scanner.config import ScanConfig
 from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, UsageError
 from scanner.keyspace import KeyRange
-from scanner.pipeline import ScanSummary, encoder_for, preamble_for, run_scan
+from scanner.pipeline import PageHandler, ScanSummary, finish_summary, run_scan
 from scanner.records import ObjectRecord
+from scanner.writers import make_writer
 
 _COPY_BLOCK = 1 << 20
 T = TypeVar("T")
@@ -77,15 +78,20 @@ class Worker:
 
 def scan_with_processes(config: ScanConfig, run: Runner) -> ScanSummary | None:
     """The whole multi-process scan; None when a signal stopped it."""
+    import time
+
+    started = time.perf_counter()
     plan: ShardPlan | None = run(plan_shards, config)
     if plan is None:
         return None
     workers = fork_workers(config, plan.shards)
     try:
         summary: ScanSummary | None = run(merge_shards, config, plan, workers)
-        return summary
     finally:
         stop_workers(workers)
+    if summary is not None:
+        summary.seconds = time.perf_counter() - started
+    return summary
 
 
 async def plan_shards(config: ScanConfig) -> ShardPlan:
@@ -150,6 +156,8 @@ def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd
             "bytes": summary.bytes,
             "requests": summary.requests.requests,
             "retries": summary.requests.retries,
+            "matched": summary.matched,
+            "skipped": summary.skipped,
         }
     except BaseException as exc:  # noqa: BLE001 - everything goes to the parent, which decides
         from scanner.cli import first_failure
@@ -174,32 +182,32 @@ def _error_for_exit_code(message: str, code: int) -> ScanError:
 
 async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker]) -> ScanSummary:
     """The first page, then each worker's output in key order, into the real sink."""
-    import time
-
-    from scanner.sinks import open_sink
-
-    started = time.perf_counter()
     summary = ScanSummary()
     summary.requests.requests = plan.requests
-    summary.objects = len(plan.first_page)
-    summary.bytes = sum(r.size for r in plan.first_page)
-    sink = open_sink(config.output, config.connection)
-    await sink.open()
+    writer = make_writer(config)
+    await writer.open()
     try:
-        await sink.write(preamble_for(config) + encoder_for(config)(plan.first_page))
+        handle = PageHandler(config, summary)
+        first = handle(plan.first_page)
+        handle.finish()
+        if first:
+            await writer.write(first)
         for worker in workers:
             report = await _collect(worker)
             summary.objects += report["objects"]
             summary.bytes += report["bytes"]
             summary.requests.requests += report["requests"]
             summary.requests.retries += report["retries"]
-            await _copy_into(sink, worker.output_path)
-        await sink.commit()
+            if report["matched"] is not None:
+                summary.matched = (summary.matched or 0) + report["matched"]
+                summary.add_skipped(report["skipped"])
+            await _copy_into(writer, worker.output_path)
+        await writer.commit()
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await sink.abort()
+            await writer.abort()
         raise
-    summary.seconds = time.perf_counter() - started
+    finish_summary(summary, writer)
     return summary
 
 
@@ -228,10 +236,10 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _copy_into(sink: Any, path: str) -> None:
+async def _copy_into(writer: Any, path: str) -> None:
     with open(path, "rb") as handle:
         while block := handle.read(_COPY_BLOCK):
-            await sink.write(block)
+            await writer.write(block)
     os.unlink(path)
 
 

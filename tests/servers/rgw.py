@@ -139,9 +139,7 @@ class RgwServer:
             raise ValueError(f"objectstore must be memstore or bluestore, not {self.objectstore!r}")
         # ceph.conf has no quoting: '#' and ';' start comments and '$' expands metavariables.
         if any(ch in str(self.base_dir) for ch in "#;$\n"):
-            raise ValueError(
-                f"base_dir must not contain '#', ';', '$' or newlines: {self.base_dir}"
-            )
+            raise ValueError(f"base_dir must not contain '#', ';', '$' or newlines: {self.base_dir}")
         self._auto_port = self.port == 0
         self._auto_mon_port = self.mon_port == 0
 
@@ -269,14 +267,7 @@ class RgwServer:
             self._save_state(state)
             return state, False
 
-        for name in _OWNED:
-            path = self.base_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-        for sub in ("run", "log", "crash", f"mon/{_MON_ID}", f"osd/{_OSD_ID}", "rgw"):
-            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._wipe(state)
         self.mon_port = self._choose_port(self.mon_port, 0, exclude=self.port)
         self.port = self._choose_port(self.port, 0, exclude=self.mon_port)
         state = _ClusterState(
@@ -286,53 +277,35 @@ class RgwServer:
             mon_port=self.mon_port,
             rgw_port=self.port,
         )
-        self._write_conf(state.fsid)
-        keyring, monmap = self.base_dir / "keyring", self.base_dir / "monmap"
-        self._run(
-            [
-                "ceph-authtool",
-                "--create-keyring",
-                str(keyring),
-                "--gen-key",
-                "-n",
-                "mon.",
-                "--cap",
-                "mon",
-                "allow *",
-            ],
-            deadline,
-        )
-        self._run(
-            [
-                "monmaptool",
-                "--create",
-                "--addv",
-                _MON_ID,
-                self._mon_addr(),
-                "--fsid",
-                state.fsid,
-                str(monmap),
-            ],
-            deadline,
-        )
-        self._run(
-            [
-                "ceph-mon",
-                "-c",
-                str(self.conf_path),
-                "--mkfs",
-                "-i",
-                _MON_ID,
-                "--monmap",
-                str(monmap),
-                "--keyring",
-                str(keyring),
-            ],
-            deadline,
-            log=_MON,
-        )
+        # The state file goes first: it marks everything else here as ours to wipe later.
+        self.base_dir.mkdir(parents=True, exist_ok=True)
         self._save_state(state)
+        for sub in ("run", "log", "crash", f"mon/{_MON_ID}", f"osd/{_OSD_ID}", "rgw"):
+            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._write_conf(state.fsid)
+        conf, keyring, monmap = (str(self.base_dir / n) for n in ("ceph.conf", "keyring", "monmap"))
+        mon_key = ["-n", "mon.", "--cap", "mon", "allow *"]
+        self._run(["ceph-authtool", "--create-keyring", keyring, "--gen-key", *mon_key], deadline)
+        mon_addr = ["--addv", _MON_ID, self._mon_addr()]
+        self._run(["monmaptool", "--create", *mon_addr, "--fsid", state.fsid, monmap], deadline)
+        mkfs = ["ceph-mon", "-c", conf, "--mkfs", "-i", _MON_ID]
+        self._run([*mkfs, "--monmap", monmap, "--keyring", keyring], deadline, log=_MON)
         return state, True
+
+    def _wipe(self, state: _ClusterState | None) -> None:
+        """Remove a previous cluster's files, refusing to touch a directory that is not one."""
+        present = [name for name in _OWNED if (self.base_dir / name).exists()]
+        if state is None and present:
+            raise RuntimeError(
+                f"{self.base_dir} is not an RGW cluster directory but holds {', '.join(present)}; "
+                "use an empty or new directory"
+            )
+        for name in present:
+            path = self.base_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def _move_monitor(self, deadline: float) -> None:
         """Rewrite the stored monmap so the monitor listens on the new mon_port."""
@@ -348,42 +321,19 @@ class RgwServer:
         if osd_id != str(_OSD_ID):
             raise RuntimeError(f"ceph osd new gave id {osd_id!r}, expected {_OSD_ID}")
         self._ceph(["osd", "crush", "add", f"osd.{_OSD_ID}", "1.0", "root=default"], deadline)
-        self._run(
-            [
-                "ceph-osd",
-                "-c",
-                str(self.conf_path),
-                "-i",
-                str(_OSD_ID),
-                "--mkfs",
-                "--osd-uuid",
-                state.osd_uuid,
-            ],
-            deadline,
-            log=_OSD,
-        )
+        mkfs = ["ceph-osd", "-c", str(self.conf_path), "-i", str(_OSD_ID), "--mkfs"]
+        self._run([*mkfs, "--osd-uuid", state.osd_uuid], deadline, log=_OSD)
 
     def _ensure_user(self, deadline: float) -> None:
         cmd = ["radosgw-admin", "-c", str(self.conf_path)]
         keys = ["--access-key", self.access_key, "--secret-key", self.secret_key]
-        created = self._run(
-            [
-                *cmd,
-                "user",
-                "create",
-                f"--uid={self.user_id}",
-                f"--display-name={self.user_id}",
-                *keys,
-            ],
-            deadline,
-            check=False,
-        )
+        user = [f"--uid={self.user_id}", f"--display-name={self.user_id}"]
+        created = self._run([*cmd, "user", "create", *user, *keys], deadline, check=False)
         if created.returncode == 0:
             return
         if "exists" not in created.stderr:
             raise RuntimeError(
-                f"radosgw-admin user create failed (exit {created.returncode}):\n"
-                f"{created.stderr.strip()}"
+                f"radosgw-admin user create failed (exit {created.returncode}):\n{created.stderr.strip()}"
             )
         # A reused cluster: make sure this object's keys work too.
         self._run(
@@ -609,7 +559,16 @@ debug rgw = 0/0
         return _free_port(exclude)
 
     def _ceph(self, args: list[str], deadline: float) -> str:
+        """Run a ``ceph`` command; every command used here is safe to repeat."""
         cmd = ["ceph", "-c", str(self.conf_path), "--connect-timeout", "10", *args]
+        for attempt in range(1, 5):
+            result = self._run(cmd, deadline, check=False)
+            if result.returncode == 0:
+                return result.stdout
+            # A client can send its first command before it has the monmap; the monitor then
+            # refuses it with EPERM ("problem getting command descriptions", "handle_command on
+            # fsid 00000000-..." in the mon log). Seen on a loaded machine; a retry succeeds.
+            time.sleep(0.2 * attempt)
         return self._run(cmd, deadline).stdout
 
     def _run(
@@ -639,9 +598,7 @@ debug rgw = 0/0
         if check and result.returncode != 0:
             output = (result.stderr + result.stdout).strip()
             tail = f"\n{self._log_tail(log)}" if log is not None else ""
-            raise RuntimeError(
-                f"{' '.join(argv)} failed (exit {result.returncode}):\n{output}{tail}"
-            )
+            raise RuntimeError(f"{' '.join(argv)} failed (exit {result.returncode}):\n{output}{tail}")
         return result
 
 
@@ -767,7 +724,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"rgw: stopped the daemons of {server.base_dir}", file=sys.stderr)
             return 0
         started = time.monotonic()
-        server.base_dir.mkdir(parents=True, exist_ok=True)
         server.start(timeout=args.timeout)
     except (RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

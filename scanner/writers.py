@@ -1,0 +1,165 @@
+"""The single writer stage: what the ordered stream of pages becomes, and in which files.
+
+Workers encode each page as soon as it arrives (``PageEncoder``); the writer receives those chunks
+in key order and turns them into the output:
+
+- ``jsonl`` / ``csv``: the chunks are the output; they go straight to the sink.
+- ``items``: the chunks carry only the page's keys (one JSON array per page); the writer groups
+  them into RedBrick tasks as the ordered stream passes and encodes tasks into an items list,
+  rolling over to numbered files with ``--max-tasks-per-file``.
+
+Every file of an output is committed only after the whole scan succeeded, and all are aborted
+otherwise, so a destination holds either the complete output or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import orjson
+
+from scanner.config import ScanConfig
+from scanner.errors import ScanError
+from scanner.items import GroupingSpec, ItemsListChunk, RollingItemsListEncoder, TaskGrouper
+from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl
+from scanner.sinks import Sink, open_sink
+
+PageEncoder = Callable[[list[ObjectRecord]], bytes]
+
+
+def encode_keys(records: list[ObjectRecord]) -> bytes:
+    return orjson.dumps([record.key for record in records]) + b"\n"
+
+
+def page_encoder(config: ScanConfig) -> PageEncoder:
+    if config.output_format == "items":
+        return encode_keys
+    return encode_csv if config.output_format == "csv" else encode_jsonl
+
+
+class Writer(Protocol):
+    async def open(self) -> None: ...
+    async def write(self, chunk: bytes) -> None: ...
+    async def commit(self) -> None: ...
+    async def abort(self) -> None: ...
+
+
+class RecordsWriter:
+    """JSON Lines or CSV: chunks are already the output."""
+
+    def __init__(self, config: ScanConfig) -> None:
+        self._sink = open_sink(config.output, config.connection)
+        self._preamble = csv_header() if config.output_format == "csv" else b""
+
+    async def open(self) -> None:
+        await self._sink.open()
+        if self._preamble:
+            await self._sink.write(self._preamble)
+
+    async def write(self, chunk: bytes) -> None:
+        await self._sink.write(chunk)
+
+    async def commit(self) -> None:
+        await self._sink.commit()
+
+    async def abort(self) -> None:
+        await self._sink.abort()
+
+
+def numbered_output(output: str, number: int) -> str:
+    """``items.json`` -> ``items-00001.json`` (the extension stays last)."""
+    directory, name = output.rsplit("/", 1) if "/" in output else ("", output)
+    stem, dot, extension = name.partition(".")
+    numbered = f"{stem}-{number:05d}{dot}{extension}"
+    return f"{directory}/{numbered}" if directory else numbered
+
+
+class RawWriter:
+    """A worker's output: encoded pages exactly as they are, for the parent to finish."""
+
+    def __init__(self, config: ScanConfig) -> None:
+        self._sink = open_sink(config.output)
+
+    async def open(self) -> None:
+        await self._sink.open()
+
+    async def write(self, chunk: bytes) -> None:
+        await self._sink.write(chunk)
+
+    async def commit(self) -> None:
+        await self._sink.commit()
+
+    async def abort(self) -> None:
+        await self._sink.abort()
+
+
+class ItemsWriter:
+    """Keys in key order -> RedBrick tasks -> one items list, or several numbered files."""
+
+    def __init__(self, config: ScanConfig, grouping: GroupingSpec) -> None:
+        self._config = config
+        self._grouper = TaskGrouper(grouping)
+        self._encoder = RollingItemsListEncoder(
+            "legacy" if config.legacy_items else "current", config.max_tasks_per_file
+        )
+        self._sinks: list[Sink] = []
+        self._partial = b""
+
+    @property
+    def tasks(self) -> int:
+        return self._grouper.tasks_emitted
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return self._grouper.skipped
+
+    async def open(self) -> None:
+        # One file is known to be needed; numbered ones are opened as tasks reach them.
+        await self._sink_for(0)
+
+    async def _sink_for(self, index: int) -> Sink:
+        while len(self._sinks) <= index:
+            output = self._config.output
+            if self._config.max_tasks_per_file is not None and output != "-":
+                output = numbered_output(output, len(self._sinks) + 1)
+            sink = open_sink(output, self._config.connection)
+            await sink.open()
+            self._sinks.append(sink)
+        return self._sinks[index]
+
+    async def write(self, chunk: bytes) -> None:
+        # Chunks hold one JSON array of keys per line; a block copied from a worker's file may
+        # end inside a line, so the tail waits for the next block.
+        data = self._partial + chunk
+        complete, _, self._partial = data.rpartition(b"\n")
+        for line in complete.split(b"\n") if complete else ():
+            tasks = self._grouper.feed_keys(orjson.loads(line))
+            if tasks:
+                await self._emit(self._encoder.encode_many(tasks))
+
+    async def _emit(self, chunks: list[ItemsListChunk]) -> None:
+        for chunk in chunks:
+            sink = await self._sink_for(chunk.file_index)
+            await sink.write(chunk.data)
+
+    async def commit(self) -> None:
+        if self._partial:
+            raise ScanError("the key stream ended inside a page")
+        await self._emit(self._encoder.encode_many(self._grouper.finish()))
+        await self._emit(self._encoder.finish())
+        for sink in self._sinks:
+            await sink.commit()
+
+    async def abort(self) -> None:
+        for sink in self._sinks:
+            await sink.abort()
+
+
+def make_writer(config: ScanConfig) -> Writer:
+    if config.worker:
+        return RawWriter(config)
+    if config.output_format == "items":
+        assert config.grouping is not None
+        return ItemsWriter(config, config.grouping)
+    return RecordsWriter(config)
