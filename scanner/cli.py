@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from scanner import __version__
 from scanner.cli_selection import add_selection_arguments, selection_from_args
+from scanner.cli_shards import add_shard_commands, load_plan, run_shard_command, shard_from_args
 from scanner.config import (
     DEFAULT_CONCURRENCY,
     ConnectionConfig,
@@ -36,6 +37,7 @@ from scanner.errors import OutputClosed, ScanError, UsageError, redact
 from scanner.items import ItemsError
 from scanner.pipeline import ScanSummary
 from scanner.processes import can_fork, scan_with_processes, usable_cpus
+from scanner.shards import shard_range
 
 ENV_PREFIX = "SCANNER_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -63,6 +65,42 @@ def _positive_int(text: str) -> int:
 
 def _flag(parser: argparse.ArgumentParser, *names: str, help: str) -> None:  # noqa: A002
     parser.add_argument(*names, action="store_true", default=None, help=help)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS, or AWS_ENDPOINT_URL)")
+    parser.add_argument("--region", help="bucket region (default: from the AWS configuration)")
+    parser.add_argument("--profile", help="AWS profile from the shared config/credentials files")
+    parser.add_argument(
+        "--addressing-style", choices=("auto", "path", "virtual"), help="bucket addressing (default auto)"
+    )
+    _flag(parser, "--no-sign-request", help="send unsigned requests (public buckets)")
+    _flag(parser, "--request-payer", help="accept requester-pays charges")
+    parser.add_argument("--ca-bundle", help="PEM file of CA certificates to verify TLS with")
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help=f"most ListObjectsV2 requests in flight (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--max-attempts", type=_positive_int, help="attempts per request before the scan fails (default 10)"
+    )
+
+
+def connection_from_args(args: argparse.Namespace) -> ConnectionConfig:
+    if args.ca_bundle and not os.path.isfile(args.ca_bundle):
+        raise UsageError(f"CA bundle {args.ca_bundle!r} does not exist")
+    return ConnectionConfig(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        addressing_style=args.addressing_style or "auto",
+        no_sign_request=bool(args.no_sign_request),
+        request_payer=bool(args.request_payer),
+        ca_bundle=args.ca_bundle,
+        concurrency=args.concurrency or DEFAULT_CONCURRENCY,
+        max_attempts=args.max_attempts or 10,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,23 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write pages as they arrive instead of in key order",
     )
-    scan.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS, or AWS_ENDPOINT_URL)")
-    scan.add_argument("--region", help="bucket region (default: from the AWS configuration)")
-    scan.add_argument("--profile", help="AWS profile from the shared config/credentials files")
-    scan.add_argument(
-        "--addressing-style", choices=("auto", "path", "virtual"), help="bucket addressing (default auto)"
-    )
-    _flag(scan, "--no-sign-request", help="send unsigned requests (public buckets)")
-    _flag(scan, "--request-payer", help="accept requester-pays charges")
-    scan.add_argument("--ca-bundle", help="PEM file of CA certificates to verify TLS with")
-    scan.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        help=f"most ListObjectsV2 requests in flight (default {DEFAULT_CONCURRENCY})",
-    )
-    scan.add_argument(
-        "--max-attempts", type=_positive_int, help="attempts per request before the scan fails (default 10)"
-    )
+    add_connection_arguments(scan)
     scan.add_argument(
         "--processes",
         type=_positive_int,
@@ -119,14 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--temp-dir", help="directory for spill files (default: the system's)")
     _flag(scan, "-q", "--quiet", help="no summary on standard error")
+    scan.add_argument(
+        "--shard",
+        help="list only shard INDEX/COUNT of the key space (default from JOB_COMPLETION_INDEX and "
+        "SCANNER_SHARD_COUNT when both are set)",
+    )
+    scan.add_argument("--plan", help="shard plan file written by 'scanner plan' (balanced shards)")
     add_selection_arguments(scan, _positive_int)
+    add_shard_commands(commands, add_connection_arguments, _positive_int)
     return parser
 
 
 def _apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Fill options not given on the command line from SCANNER_<OPTION>."""
-    scan = _subparser(parser, "scan")
-    for action in scan._actions:
+    command = _subparser(parser, args.command)
+    for action in command._actions:
         if action.dest in ("help",) or getattr(args, action.dest, None) is not None:
             continue
         raw = os.environ.get(_env_name(action.dest))
@@ -177,17 +206,7 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
     if not args.uri:
         raise UsageError("no S3 URI given (scanner scan s3://BUCKET[/PREFIX], or SCANNER_URI)")
-    connection = ConnectionConfig(
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        profile=args.profile,
-        addressing_style=args.addressing_style or "auto",
-        no_sign_request=bool(args.no_sign_request),
-        request_payer=bool(args.request_payer),
-        ca_bundle=args.ca_bundle,
-        concurrency=args.concurrency or DEFAULT_CONCURRENCY,
-        max_attempts=args.max_attempts or 10,
-    )
+    connection = connection_from_args(args)
     output = args.output or "-"
     location = parse_s3_uri(args.uri)
     output_format: OutputFormat = args.format or "jsonl"
@@ -197,8 +216,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     if selection.max_tasks_per_file is not None and output == "-":
         raise UsageError("--max-tasks-per-file writes numbered files: give --output")
     check_output(output)
-    if args.ca_bundle and not os.path.isfile(args.ca_bundle):
-        raise UsageError(f"CA bundle {args.ca_bundle!r} does not exist")
+    shard = shard_from_args(args)
     return ScanConfig(
         location=location,
         connection=connection,
@@ -211,6 +229,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         grouping=selection.grouping,
         legacy_items=selection.legacy_items,
         max_tasks_per_file=selection.max_tasks_per_file,
+        shard_range=shard_range(load_plan(args.plan, location), location.prefix, shard) if shard else None,
     )
 
 
@@ -259,8 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         _apply_environment(parser, args)
+        if args.command != "scan":
+            return run_shard_command(args, connection_from_args)
         config = config_from_args(args)
     except UsageError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    except ScanError as exc:
         _print_error(str(exc))
         return exc.exit_code
     return _run(config, quiet=bool(args.quiet))
@@ -302,7 +326,9 @@ def _run(config: ScanConfig, *, quiet: bool) -> int:
 
     summary: ScanSummary | None
     try:
-        if config.processes > 1 and can_fork():
+        if config.shard_range is not None:
+            summary = run_until_signalled(run_scan, config, None, [config.shard_range])
+        elif config.processes > 1 and can_fork():
             summary = scan_with_processes(config, run_until_signalled)
         else:
             summary = run_until_signalled(run_scan, config)

@@ -11,6 +11,7 @@ from scanner.errors import UsageError
 if TYPE_CHECKING:
     from scanner.filters import FilterSpec
     from scanner.items import GroupingSpec
+    from scanner.keyspace import KeyRange
 
 OutputFormat = Literal["jsonl", "csv", "items"]
 AddressingStyle = Literal["auto", "path", "virtual"]
@@ -90,6 +91,8 @@ class ScanConfig:
     max_tasks_per_file: int | None = None
     # A worker of a multi-process scan writes its encoded pages as they are, for the parent.
     worker: bool = False
+    # With --shard: the one range of the key space this scan lists.
+    shard_range: KeyRange | None = None
 
     def for_worker(self, output: str) -> ScanConfig:
         """This scan as one worker process of a multi-process scan runs it."""

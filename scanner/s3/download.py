@@ -1,0 +1,156 @@
+"""Input from an S3 object, streamed: one GET whose body is read in blocks, never whole.
+
+The scan's state snapshot is the one object the scanner reads back (``--state s3://...``). It can
+be hundreds of megabytes for a large bucket, so the body is handed on block by block and memory
+stays at one block. A key that does not exist is not an error here: ``open`` returns ``False``
+and the caller decides what absence means (for the state, "first run").
+
+S3 answers a GET of a missing key with 404 ``NoSuchKey`` only when the caller may list the bucket;
+without ``s3:ListBucket`` it answers 403 ``AccessDenied`` so as not to reveal which keys exist.
+A 403 is therefore never read as "missing": taking it for a first run would make every scheduled
+run report the whole bucket as new, silently. It is an ``AccessError`` whose message names both
+permissions.
+
+The client is built exactly as ``scanner.s3.upload`` builds it, so reading and writing the state
+use the same credentials, endpoint and addressing style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Final
+
+from scanner.config import ConnectionConfig, S3Location
+from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, redact
+
+BLOCK_SIZE: Final = 1024 * 1024
+
+_MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+_ACCESS_CODES: Final = frozenset(
+    {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+)
+
+
+class S3Download:
+    """One object read from S3 as a stream of byte blocks.
+
+    Use as ``async with S3Download(location, connection) as download:``; ``exists`` tells whether
+    the object was there, and ``blocks()`` yields its body.
+    """
+
+    def __init__(
+        self, location: S3Location, connection: ConnectionConfig, block_size: int = BLOCK_SIZE
+    ) -> None:
+        self.location = location
+        self.exists = False
+        self._connection = connection
+        self._block_size = block_size
+        self._client_context: Any = None
+        self._body: Any = None
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.location.bucket}/{self.location.prefix}"
+
+    async def __aenter__(self) -> S3Download:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> bool:
+        """Send the GET; ``False`` (and nothing to read) when the key does not exist."""
+        import aioboto3
+        from botocore.config import Config
+
+        session = aioboto3.Session(profile_name=self._connection.profile)
+        self._client_context = session.client(
+            "s3",
+            endpoint_url=self._connection.endpoint_url,
+            region_name=self._connection.region,
+            verify=self._connection.ca_bundle,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": self._connection.addressing_style},
+                retries={"max_attempts": self._connection.max_attempts, "mode": "adaptive"},
+            ),
+        )
+        try:
+            client = await self._client_context.__aenter__()
+            response = await self._call(
+                client.get_object, Bucket=self.location.bucket, Key=self.location.prefix
+            )
+        except BaseException:
+            await self.close()
+            raise
+        if response is None:
+            await self.close()
+            return False
+        self._body = response["Body"]
+        self.exists = True
+        return True
+
+    async def blocks(self) -> AsyncIterator[bytes]:
+        """The body in blocks of at most ``block_size`` bytes, as they arrive."""
+        if self._body is None:
+            return
+        from botocore.exceptions import BotoCoreError
+
+        # A body cut short mid-stream is not retried here: botocore has already retried the
+        # request itself, and a scheduled job that fails is simply run again by its controller.
+        while True:
+            try:
+                block = await self._body.read(self._block_size)
+            except (BotoCoreError, OSError, TimeoutError) as exc:
+                raise ScanError(f"reading {self.where} failed: {redact(str(exc))}") from exc
+            if not block:
+                return
+            yield block
+
+    async def close(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
+        context, self._client_context = self._client_context, None
+        if context is not None:
+            await context.__aexit__(None, None, None)
+
+    async def _call(self, method: Any, **params: Any) -> Any:
+        """The response, or ``None`` for a key that does not exist; S3 failures as ``ScanError``."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
+
+        where = self.where
+        try:
+            return await method(**params)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            if code in _MISSING_CODES:
+                return None
+            if code == "NoSuchBucket":
+                raise BucketNotFoundError(f"state bucket {self.location.bucket!r} does not exist") from exc
+            if code in _ACCESS_CODES:
+                raise AccessError(
+                    f"{code} reading {where}: the credentials need s3:GetObject on "
+                    f"arn:aws:s3:::{self.location.bucket}/{self.location.prefix}, and s3:ListBucket on "
+                    f"arn:aws:s3:::{self.location.bucket} (without it S3 answers 403, not 404, for a key "
+                    "that does not exist yet)"
+                ) from exc
+            raise ScanError(
+                f"{code or 'error'} reading {where}: {redact(str(error.get('Message', '')))}"
+            ) from exc
+        except NoCredentialsError as exc:
+            raise AccessError("no AWS credentials found to read the state") from exc
+        except EndpointConnectionError as exc:
+            raise EndpointError(f"cannot connect to read {where}") from exc
+        except BotoCoreError as exc:
+            raise ScanError(f"reading {where} failed: {redact(str(exc))}") from exc
