@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from scanner import __version__
@@ -140,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes that list shards of the key space (default: the usable CPUs)",
     )
     scan.add_argument("--temp-dir", help="directory for spill files (default: the system's)")
-    _flag(scan, "-q", "--quiet", help="no summary on standard error")
+    _flag(scan, "-q", "--quiet", help="no summary or progress on standard error")
+    scan.add_argument(
+        "--log-format", choices=("text", "json"), help="log events as text (default) or JSON lines"
+    )
+    scan.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    scan.add_argument("--summary", help="write the final summary as a JSON object to this file")
+    scan.add_argument("--pushgateway", help="push run metrics to this Prometheus Pushgateway URL at the end")
     scan.add_argument(
         "--shard",
         help="list only shard INDEX/COUNT of the key space (default from JOB_COMPLETION_INDEX and "
@@ -287,18 +294,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScanError as exc:
         _print_error(str(exc))
         return exc.exit_code
-    return _run(config, quiet=bool(args.quiet))
+    return _run(config, reporting_from_args(args))
 
 
-def _run(config: ScanConfig, *, quiet: bool) -> int:
+@dataclass(frozen=True)
+class Reporting:
+    quiet: bool = False
+    log_format: str = "text"
+    log_level: str = "info"
+    summary_path: str | None = None
+    pushgateway: str | None = None
+
+
+def reporting_from_args(args: argparse.Namespace) -> Reporting:
+    return Reporting(
+        quiet=bool(args.quiet),
+        log_format=args.log_format or "text",
+        log_level=args.log_level or "info",
+        summary_path=args.summary,
+        pushgateway=args.pushgateway,
+    )
+
+
+def _run(config: ScanConfig, reporting: Reporting) -> int:
     import anyio
 
     from scanner.pipeline import run_scan
+    from scanner.report import EventLog, show_progress
 
     received: list[int] = []
     secrets = tuple(
         v for v in (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")) if v
     )
+    log = EventLog(reporting.log_format, reporting.log_level)
+    log.secrets = secrets
+    structured = reporting.log_format == "json"
+    terminal = sys.stderr.isatty() and not structured
+    live = ScanSummary()
+
+    def progress() -> dict[str, Any]:
+        stats = live.enumeration
+        return {
+            "objects": live.objects,
+            "done": stats.ranges_done,
+            "active": stats.ranges - stats.ranges_done,
+            "retries": live.requests.retries,
+        }
 
     def run_until_signalled(function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)`` in a fresh event loop; None if SIGINT or SIGTERM stopped it."""
@@ -319,56 +360,102 @@ def _run(config: ScanConfig, *, quiet: bool) -> int:
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch_signals)
+                if not reporting.quiet and (terminal or structured) and function is run_scan:
+                    group.start_soon(show_progress, progress, log, terminal)
                 group.start_soon(work)
             return result[0] if result else None
 
         return anyio.run(guarded, backend="asyncio", backend_options={"use_uvloop": True})
 
-    summary: ScanSummary | None
+    started_level = "info" if structured else "debug"
+    log.event(started_level, "scan-started", uri=str(config.location), output=config.output)
+    summary: ScanSummary | None = None
+    failure: ScanError | None = None
+    code = 0
     try:
         if config.shard_range is not None:
-            summary = run_until_signalled(run_scan, config, None, [config.shard_range])
+            summary = run_until_signalled(run_scan, config, None, [config.shard_range], live)
         elif config.processes > 1 and can_fork():
             summary = scan_with_processes(config, run_until_signalled)
         else:
-            summary = run_until_signalled(run_scan, config)
+            summary = run_until_signalled(run_scan, config, None, None, live)
     except KeyboardInterrupt:
         received.append(signal.SIGINT)
-        summary = None
     except BaseException as exc:
-        failure = first_failure(exc)
-        if isinstance(failure, OutputClosed):
+        found = first_failure(exc)
+        if isinstance(found, OutputClosed):
             return 141
-        if isinstance(failure, ScanError):
-            _print_error(str(failure), secrets)
-            return failure.exit_code
-        if isinstance(failure, KeyboardInterrupt):
-            return 128 + signal.SIGINT
-        if isinstance(failure, ItemsError):
-            _print_error(str(failure), secrets)
-            return 1
-        if os.environ.get("SCANNER_DEBUG"):
-            raise
-        _print_error(f"unexpected {type(failure).__name__}: {failure}", secrets)
-        return 1
+        if isinstance(found, KeyboardInterrupt):
+            received.append(signal.SIGINT)
+        elif isinstance(found, ScanError):
+            failure = found
+        elif isinstance(found, ItemsError):
+            failure = ScanError(str(found))
+        else:
+            if os.environ.get("SCANNER_DEBUG"):
+                raise
+            failure = ScanError(f"unexpected {type(found).__name__}: {found}")
     if received:
-        signum = received[0]
-        name = "interrupted" if signum == signal.SIGINT else "terminated"
-        print(f"error: {name}; no output was written", file=sys.stderr, flush=True)
-        return 128 + signum
-    assert summary is not None
-    if not quiet:
-        print(
-            f"scanned {summary.objects:,} objects, {_format_bytes(summary.bytes)}, "
-            f"in {summary.seconds:.2f} s ({summary.keys_per_second:,.0f} keys/s); "
-            f"{summary.requests.requests:,} requests, {summary.requests.retries:,} retries",
-            file=sys.stderr,
-            flush=True,
-        )
-        report = selection_report(summary)
-        if report:
-            print(report, file=sys.stderr, flush=True)
-    return 0
+        name = "interrupted" if received[0] == signal.SIGINT else "terminated"
+        failure = ScanError(f"{name}; no output was written")
+        code = 128 + received[0]
+    elif failure is not None:
+        code = failure.exit_code
+    if failure is not None:
+        _print_error(str(failure), secrets)
+    elif summary is not None and not reporting.quiet:
+        _report_success(summary, log, structured)
+    return _publish(config, reporting, summary, failure, code, secrets)
+
+
+def _report_success(summary: ScanSummary, log: Any, structured: bool) -> None:
+    if structured:
+        from scanner.report import summary_document
+
+        log.event("info", "scan-finished", **summary_document(summary, "", "succeeded"))
+        return
+    print(
+        f"scanned {summary.objects:,} objects, {_format_bytes(summary.bytes)}, "
+        f"in {summary.seconds:.2f} s ({summary.keys_per_second:,.0f} keys/s); "
+        f"{summary.requests.requests:,} requests, {summary.requests.retries:,} retries",
+        file=sys.stderr,
+        flush=True,
+    )
+    report = selection_report(summary)
+    if report:
+        print(report, file=sys.stderr, flush=True)
+
+
+def _publish(
+    config: ScanConfig,
+    reporting: Reporting,
+    summary: ScanSummary | None,
+    failure: ScanError | None,
+    code: int,
+    secrets: tuple[str, ...],
+) -> int:
+    """The summary file and pushed metrics, after success and failure alike."""
+    if reporting.summary_path is None and reporting.pushgateway is None:
+        return code
+    from scanner.report import prometheus_text, push_metrics, summary_document, write_summary
+
+    status = "succeeded" if failure is None else "failed"
+    document = summary_document(summary, str(config.location), status, failure)
+    if failure is not None and code >= 128:
+        document["exit_code"] = code
+    try:
+        if reporting.summary_path is not None:
+            write_summary(reporting.summary_path, document)
+        if reporting.pushgateway is not None:
+            labels = {"bucket": config.location.bucket}
+            shard = os.environ.get("JOB_COMPLETION_INDEX")
+            if config.shard_range is not None and shard is not None:
+                labels["shard"] = shard
+            push_metrics(reporting.pushgateway, labels, prometheus_text(document, failure is None))
+    except ScanError as exc:
+        _print_error(str(exc), secrets)
+        return code or exc.exit_code
+    return code
 
 
 def selection_report(summary: ScanSummary) -> str:

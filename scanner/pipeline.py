@@ -76,13 +76,15 @@ async def run_scan(
     config: ScanConfig,
     source: PageSource | None = None,
     ranges: Sequence[KeyRange] | None = None,
+    summary: ScanSummary | None = None,
 ) -> ScanSummary:
     """Scan ``config.location`` (or only ``ranges`` of it) into ``config.output``.
 
-    The output is complete or absent.
+    The output is complete or absent. ``summary``, when given, is filled in as the scan goes
+    (for progress reports).
     """
     started = time.perf_counter()
-    summary = ScanSummary()
+    summary = summary if summary is not None else ScanSummary()
     writer = make_writer(config)
     await writer.open()
     try:
