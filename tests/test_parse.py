@@ -99,3 +99,12 @@ def test_time_normalisation() -> None:
 def test_any_key_survives_url_encoding(key: str) -> None:
     body = RGW.replace("k%20x", quote_plus(key, safe="/"))
     assert parse_list_page(body).records[0].key == key
+
+
+def test_numeric_references_to_control_characters() -> None:
+    """RGW escapes a control character in a continuation token as a numeric reference."""
+    body = RGW.replace("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>").replace(
+        "</ListBucketResult>",
+        "<NextContinuationToken>ctl&#x01;char &amp; more</NextContinuationToken></ListBucketResult>",
+    )
+    assert parse_list_page(body).next_token == "ctl\x01char & more"

@@ -15,7 +15,6 @@ decoded instead).
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ def parse_error(body: str) -> ErrorDocument | None:
     match = _ERROR.search(body, 0, 4096)
     if match is None:
         return None
-    return ErrorDocument(html.unescape(match.group(1)), html.unescape(match.group(2) or ""))
+    return ErrorDocument(xml_unescape(match.group(1)), xml_unescape(match.group(2) or ""))
 
 
 def parse_list_page(body: str) -> ListPage:
@@ -97,7 +96,7 @@ def parse_list_page(body: str) -> ListPage:
 
     prefixes = [decode(p) for p in _COMMON_PREFIX.findall(body)]
     token_match = _NEXT_TOKEN.search(body)
-    token = html.unescape(token_match.group(1)) if token_match else None
+    token = xml_unescape(token_match.group(1)) if token_match else None
     return ListPage(records, prefixes, truncated.group(1) == "true", token)
 
 
@@ -209,17 +208,35 @@ def _clean_etag(etag: str) -> str:
     if etag.startswith("&quot;"):
         return etag[6:-6] if etag.endswith("&quot;") else etag[6:]
     if "&" in etag:
-        etag = html.unescape(etag)
+        etag = xml_unescape(etag)
     return etag.strip('"')
+
+
+_ENTITY: Final = re.compile(r"&(?:#x([0-9A-Fa-f]+)|#([0-9]+)|(lt|gt|amp|quot|apos));")
+_NAMED: Final = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+
+
+def _entity(match: re.Match[str]) -> str:
+    hex_value, decimal, name = match.groups()
+    if name:
+        return _NAMED[name]
+    # Numeric references are taken as they are, control characters included: RGW writes
+    # "&#x01;" for such a character in a continuation token (not valid XML 1.0, but meant).
+    return chr(int(hex_value, 16) if hex_value else int(decimal))
+
+
+def xml_unescape(value: str) -> str:
+    """XML's five entities and numeric character references; nothing else (HTML's are not XML)."""
+    return _ENTITY.sub(_entity, value) if "&" in value else value
 
 
 def _decode_url(value: str) -> str:
     # S3 form-encodes keys (a space becomes "+", a plus "%2B"); decode the same way.
-    return unquote_plus(html.unescape(value) if "&" in value else value, errors="strict")
+    return unquote_plus(xml_unescape(value) if "&" in value else value, errors="strict")
 
 
 def _decode_xml(value: str) -> str:
-    return html.unescape(value) if "&" in value else value
+    return xml_unescape(value) if "&" in value else value
 
 
 def decode_url_component(value: str) -> str:
