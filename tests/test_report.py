@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_json_log_lines(moto_target: S3Target, tmp_path: Path) -> None:
 
 
 class _Capture(BaseHTTPRequestHandler):
-    pushes: list[tuple[str, str, bytes]] = []
+    pushes: ClassVar[list[tuple[str, str, bytes]]] = []
 
     def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -85,7 +86,7 @@ def test_metrics_pushed_at_the_end(moto_target: S3Target, tmp_path: Path, pushga
         moto_target.env(),
     )
     assert result.returncode == 0, result.stderr
-    [(method, path, body)] = _Capture.pushes
+    [(_, path, body)] = _Capture.pushes
     assert path == f"/metrics/job/bucket_scanner/bucket/{bucket}"
     text = body.decode()
     assert "bucket_scanner_objects 7" in text
@@ -143,5 +144,6 @@ def test_progress_line_on_a_terminal(moto_target: S3Target, tmp_path: Path) -> N
     assert process.returncode == 0
     text = seen.decode(errors="replace")
     assert "\r" in text
-    assert "keys/s" in text and "ranges" in text and "active" in text
+    for fragment in ("keys/s", "ranges", "active", "retries"):
+        assert fragment in text
     assert "scanned 20,000 objects" in text

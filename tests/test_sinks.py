@@ -105,7 +105,8 @@ def test_scan_to_s3_output(s3: S3Target, tmp_path: Path) -> None:
     keys = [f"k/{i:04d}" for i in range(1500)]
     source = s3.new_bucket(keys)
     destination = s3.new_bucket()
-    result = run_scanner(["scan", f"s3://{source}", "-o", f"s3://{destination}/listing/objects.jsonl"], s3.env())
+    output = f"s3://{destination}/listing/objects.jsonl"
+    result = run_scanner(["scan", f"s3://{source}", "-o", output], s3.env())
     assert result.returncode == 0, result.stderr
     local = run_scanner(["scan", f"s3://{source}", "-o", str(tmp_path / "o.jsonl")], s3.env())
     assert local.returncode == 0, local.stderr
@@ -115,7 +116,8 @@ def test_scan_to_s3_output(s3: S3Target, tmp_path: Path) -> None:
 
 def test_failed_scan_writes_no_s3_output(s3: S3Target) -> None:
     destination = s3.new_bucket()
-    result = run_scanner(["scan", "s3://no-such-source-bucket", "-o", f"s3://{destination}/out.jsonl"], s3.env())
+    output = f"s3://{destination}/out.jsonl"
+    result = run_scanner(["scan", "s3://no-such-source-bucket", "-o", output], s3.env())
     assert result.returncode == 4, result.stderr
     assert s3.client().list_objects_v2(Bucket=destination).get("KeyCount", 0) == 0
 
