@@ -82,7 +82,7 @@ class ScanConfig:
     output_format: OutputFormat = "jsonl"
     ordered: bool = True
     # Bytes of finished-but-not-yet-writable output kept in memory before spilling to disk.
-    memory_budget: int = 64 * 1024 * 1024
+    memory_budget: int = 32 * 1024 * 1024
     temp_dir: str | None = None
     processes: int = 1
     filters: FilterSpec | None = None

@@ -43,7 +43,7 @@ class Segment:
 class OrderedOutput:
     """Many producers (one per segment), one consumer that sees chunks in segment order."""
 
-    def __init__(self, memory_budget: int, head_limit: int = 8 << 20, temp_dir: str | None = None) -> None:
+    def __init__(self, memory_budget: int, head_limit: int = 4 << 20, temp_dir: str | None = None) -> None:
         self.first = Segment()
         self._head: Segment | None = self.first
         self._memory_budget = memory_budget
@@ -103,22 +103,23 @@ class OrderedOutput:
     async def drain(self, write: Callable[[bytes], Awaitable[None]]) -> None:
         """Hand every chunk to ``write`` in key order; returns when the last segment is done."""
         segment: Segment | None = self.first
+        starting = True
         while segment is not None:
             self._head = segment
-            if segment is not self.first:
+            if not starting:
                 # Its buffered bytes no longer count against the budget for segments behind.
                 self._buffered -= segment._buffered
+            starting = False
             while True:
-                if segment._spill is not None and segment._spill_read < segment._spill_written:
-                    segment._spill.seek(segment._spill_read)
-                    block = segment._spill.read(
-                        min(_READ_BLOCK, segment._spill_written - segment._spill_read)
-                    )
+                spill = segment._spill
+                if spill is not None and segment._spill_read < segment._spill_written:
+                    spill.seek(segment._spill_read)
+                    block = spill.read(min(_READ_BLOCK, segment._spill_written - segment._spill_read))
                     segment._spill_read += len(block)
                     await write(block)
                     continue
-                if segment._spill is not None:
-                    segment._spill.close()
+                if spill is not None:
+                    spill.close()
                     segment._spill = None
                 if segment._chunks:
                     chunk = segment._chunks.popleft()
@@ -132,7 +133,11 @@ class OrderedOutput:
                     break
                 await segment._wake.wait()
                 segment._wake = anyio.Event()
-            segment = segment.next
+            # Let go of finished segments: a long scan makes many thousands of them.
+            following, segment.next = segment.next, None
+            if following is not None:
+                self.first = following
+            segment = following
         self._head = None
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import orjson
@@ -40,7 +40,8 @@ from scanner.sinks import open_sink
 
 FORMAT: Final = "bucket-scanner-state"
 VERSION: Final = 1
-# Level 6 is zlib's default: level 9 saves ~1% on these keys for twice the CPU, level 1 costs ~30%.
+# Level 6 is zlib's default. Measured on 100k DICOM-like objects (35-51 bytes each at level 6, most
+# of it the incompressible MD5 ETag): level 9 saves 1-3% for twice the CPU, level 1 costs 10%.
 COMPRESSION_LEVEL: Final = 6
 
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
@@ -115,7 +116,9 @@ class StateWriter:
             key = record.key
             # Equal keys are refused too: a listing never repeats a key, and the merge relies on it.
             if previous is not None and key <= previous:
-                raise StateError(f"state records must be in key order: {_show(key)} came after {_show(previous)}")
+                raise StateError(
+                    f"state records must be in key order: {_show(key)} came after {_show(previous)}"
+                )
             lines.append(dumps((key, record.size, record.etag, record.last_modified)))
             previous = key
         lines.append(b"")
@@ -130,7 +133,9 @@ class StateWriter:
             await self._write_pending()
             await self._sink.commit()
         except BaseException:
-            await self.abort()
+            # Shielded: a cancelled run must still remove its temporary file or multipart upload.
+            with anyio.CancelScope(shield=True):
+                await self.abort()
             raise
         self._finished = True
 
@@ -162,7 +167,7 @@ class _Decoder:
         self._where = where
         self._piece = piece
         self._inflate = zlib.decompressobj(_GZIP_WBITS)
-        self._started = False
+        self._head = b""
         self._buffer = b""
         self.header: dict[str, Any] | None = None
         self._trailer: int | None = None
@@ -176,9 +181,10 @@ class _Decoder:
         return StateError(f"state file {self._where} is damaged ({why})")
 
     def feed(self, block: bytes) -> list[StateEntry]:
-        if not self._started:
-            self._started = True
-            if not block.startswith(_GZIP_MAGIC):
+        if len(self._head) < len(_GZIP_MAGIC):
+            # The magic may arrive split across reads, however small they are.
+            self._head += block[: len(_GZIP_MAGIC) - len(self._head)]
+            if not _GZIP_MAGIC.startswith(self._head):
                 raise self.foreign("not gzip data")
         entries: list[StateEntry] = []
         while block:
@@ -195,8 +201,8 @@ class _Decoder:
 
     def finish(self) -> list[StateEntry]:
         entries: list[StateEntry] = []
-        if not self._started:
-            raise self.foreign("the file is empty")
+        if len(self._head) < len(_GZIP_MAGIC):
+            raise self.foreign("not gzip data" if self._head else "the file is empty")
         try:
             self._lines(self._inflate.flush(), entries)
         except zlib.error as exc:
@@ -218,17 +224,19 @@ class _Decoder:
         cut = data.rfind(b"\n")
         if cut < 0:
             if len(data) > _MAX_LINE:
-                raise self.foreign("no header line") if self.header is None else self.damaged("a line too long")
+                raise (
+                    self.foreign("no header line") if self.header is None else self.damaged("a line too long")
+                )
             self._buffer = data
             return
         self._buffer = data[cut + 1 :]
+        start = 0
         if self.header is None:
-            first, _, rest = data[:cut].partition(b"\n")
-            self._read_header(first)
-            if rest:
-                self._records(rest, entries)
-            return
-        self._records(data[:cut], entries)
+            start = data.find(b"\n") + 1
+            self._read_header(data[: start - 1])
+            if start > cut:
+                return
+        self._records(data[start:cut], entries)
 
     def _read_header(self, line: bytes) -> None:
         try:
@@ -248,6 +256,8 @@ class _Decoder:
     def _records(self, lines: bytes, entries: list[StateEntry]) -> None:
         if self._trailer is not None:
             raise self.damaged("lines follow the end-of-snapshot line")
+        if not lines:
+            raise self.damaged("an empty line")
         # One parse for the whole block: orjson never leaves a raw newline inside a string.
         try:
             items = orjson.loads(b"[" + lines.replace(b"\n", b",") + b"]")
@@ -310,6 +320,7 @@ class StateReader:
         self._blocks: AsyncIterator[bytes] | None = None
         self._closers: list[Any] = []
         self._first: list[StateEntry] = []
+        self._opened = False
         self._consumed = False
 
     @property
@@ -331,6 +342,7 @@ class StateReader:
         await self.close()
 
     async def open(self) -> None:
+        self._opened = True
         if self.source.startswith("s3://"):
             from scanner.s3.download import S3Download
 
@@ -378,6 +390,9 @@ class StateReader:
 
     async def batches(self) -> AsyncIterator[list[StateEntry]]:
         """The entries in key order, a block's worth at a time (never empty lists)."""
+        if not self._opened:
+            # Iterating an unopened reader would look exactly like a first run: refuse it.
+            raise RuntimeError("StateReader.open() (or 'async with') must come before iteration")
         if self._consumed:
             raise RuntimeError("a StateReader can be iterated once")
         self._consumed = True
@@ -400,8 +415,10 @@ class StateReader:
                 yield entry
 
     async def close(self) -> None:
-        while self._closers:
-            await self._closers.pop()()
+        # Shielded: a cancelled run still closes its file or its S3 connection.
+        with anyio.CancelScope(shield=True):
+            while self._closers:
+                await self._closers.pop()()
 
 
 class _Described(Protocol):
@@ -420,7 +437,10 @@ class _Described(Protocol):
 _New = TypeVar("_New", bound=_Described)
 
 
+@runtime_checkable
 class SnapshotSource(Protocol):
+    """A snapshot read as lists of entries in key order: a ``StateReader``, or one built in memory."""
+
     def batches(self) -> AsyncIterator[list[StateEntry]]: ...
 
 
@@ -441,8 +461,8 @@ class ChangeDetector:
     """
 
     def __init__(self, old: SnapshotSource | AsyncIterable[Sequence[StateEntry]]) -> None:
-        batches = old.batches() if isinstance(old, StateReader) else old
-        self._old_batches: AsyncIterator[Sequence[StateEntry]] = aiter(batches)  # type: ignore[arg-type]
+        batches = old.batches() if isinstance(old, SnapshotSource) else old
+        self._old_batches: AsyncIterator[Sequence[StateEntry]] = aiter(batches)
         self._old: Sequence[StateEntry] = ()
         self._index = 0
         self._old_done = False
@@ -508,8 +528,8 @@ class ChangeDetector:
             entry: StateEntry | None = None
             while True:
                 if i >= len(old):
-                    self._index = i
                     if not await self._next_old_batch():
+                        old, i = (), 0
                         break
                     old, i = self._old, 0
                 candidate = old[i]
@@ -579,7 +599,8 @@ def encode_diff(entries: Iterable[DiffEntry]) -> bytes:
     lines = []
     for change, key, old, new in entries:
         if change == "changed":
-            assert old is not None and new is not None
+            assert old is not None
+            assert new is not None
             line = {"change": change, "key": key, "old": _fields(old), "new": _fields(new)}
         else:
             entry = new if change == "added" else old

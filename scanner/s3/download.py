@@ -98,6 +98,7 @@ class S3Download:
         """The body in blocks of at most ``block_size`` bytes, as they arrive."""
         if self._body is None:
             return
+        import aiohttp
         from botocore.exceptions import BotoCoreError
 
         # A body cut short mid-stream is not retried here: botocore has already retried the
@@ -105,7 +106,7 @@ class S3Download:
         while True:
             try:
                 block = await self._body.read(self._block_size)
-            except (BotoCoreError, OSError, TimeoutError) as exc:
+            except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise ScanError(f"reading {self.where} failed: {redact(str(exc))}") from exc
             if not block:
                 return
@@ -133,11 +134,13 @@ class S3Download:
             return await method(**params)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            if code in _MISSING_CODES:
-                return None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = str(error.get("Code", "")) or f"HTTP {status}"
             if code == "NoSuchBucket":
                 raise BucketNotFoundError(f"state bucket {self.location.bucket!r} does not exist") from exc
+            # Any other 404 is a missing key, whatever body a gateway in front of S3 sent with it.
+            if code in _MISSING_CODES or status == 404:
+                return None
             if code in _ACCESS_CODES:
                 raise AccessError(
                     f"{code} reading {where}: the credentials need s3:GetObject on "
@@ -145,9 +148,8 @@ class S3Download:
                     f"arn:aws:s3:::{self.location.bucket} (without it S3 answers 403, not 404, for a key "
                     "that does not exist yet)"
                 ) from exc
-            raise ScanError(
-                f"{code or 'error'} reading {where}: {redact(str(error.get('Message', '')))}"
-            ) from exc
+            message = redact(str(error.get("Message", "")))
+            raise ScanError(f"{code} reading {where}" + (f": {message}" if message else "")) from exc
         except NoCredentialsError as exc:
             raise AccessError("no AWS credentials found to read the state") from exc
         except EndpointConnectionError as exc:
