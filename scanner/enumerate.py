@@ -75,6 +75,7 @@ class EnumerationStats:
     ranges_done: int = 0
     splits: int = 0
     discarded_keys: int = 0
+    probes: int = 0
 
 
 class Enumerator:
@@ -144,9 +145,46 @@ class Enumerator:
                 self._start(group, key_range, slot, probe=False)
 
     async def _discover(self, rest: KeyRange, parts: int) -> list[str]:
-        """Common prefixes in ``rest`` found by a few delimiter listings: where to cut it."""
+        """Where to cut ``rest``: common prefixes, or else real keys found by probing."""
         if parts < 2:
             return []
+        boundaries = await self._discover_folders(rest, parts)
+        if len(boundaries) < parts // 2 and rest.start_after is not None:
+            boundaries += await self._probe_keys(rest, parts)
+        return boundaries
+
+    async def _probe_keys(self, rest: KeyRange, parts: int) -> list[str]:
+        """Real keys spread over ``rest``, from two rounds of one-key probes.
+
+        A flat namespace has no folders to cut at. Probes at byte-wise midpoints each return the
+        first key after their point; the first round finds where the keys end (most of the
+        byte space past them is empty), the second spreads its probes over the part that holds
+        keys. Each round is one round trip of tiny requests.
+        """
+        assert rest.start_after is not None
+        found: set[str] = set()
+        low, high = rest.start_after, rest.end
+        for _ in range(2):
+            points = [p.start_after for p in split(KeyRange(rest.prefix, low, high), low, parts)[1:]]
+            keys: list[str] = []
+
+            async def probe(point: str | None, keys: list[str] = keys, high: str | None = high) -> None:
+                page = await self._source.list_page(KeyRange(rest.prefix, point, high), max_keys=1)
+                self.stats.probes += 1
+                if page.records and (high is None or page.records[0].key <= high):
+                    keys.append(page.records[0].key)
+
+            async with anyio.create_task_group() as group:
+                for point in points:
+                    group.start_soon(probe, point)
+            found.update(keys)
+            if not keys:
+                break
+            high = max(keys)
+        return sorted(found)
+
+    async def _discover_folders(self, rest: KeyRange, parts: int) -> list[str]:
+        """Common prefixes in ``rest`` found by a few delimiter listings."""
         boundaries: list[str] = []
         level = [rest]
         for _ in range(_DISCOVERY_MAX_DEPTH):
