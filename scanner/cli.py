@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         "SCANNER_SHARD_COUNT when both are set)",
     )
     scan.add_argument("--plan", help="shard plan file written by 'scanner plan' (balanced shards)")
+    scan.add_argument(
+        "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"
+    )
+    _flag(scan, "--changes-only", help="with --state: emit only objects (or tasks) new or changed since then")
     add_selection_arguments(scan, _positive_int)
     add_shard_commands(commands, add_connection_arguments, _positive_int)
     return parser
@@ -223,6 +227,14 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     if selection.max_tasks_per_file is not None and output == "-":
         raise UsageError("--max-tasks-per-file writes numbered files: give --output")
     check_output(output)
+    if args.changes_only and not args.state:
+        raise UsageError("--changes-only needs --state PATH (the previous run's snapshot)")
+    if args.state and args.unordered:
+        raise UsageError("--state needs key order: it cannot be used with --unordered")
+    if args.state:
+        if args.state == "-":
+            raise UsageError("--state must be a file path or an s3:// URI")
+        check_output(args.state)
     shard = shard_from_args(args)
     return ScanConfig(
         location=location,
@@ -237,6 +249,8 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         legacy_items=selection.legacy_items,
         max_tasks_per_file=selection.max_tasks_per_file,
         shard_range=shard_range(load_plan(args.plan, location), location.prefix, shard) if shard else None,
+        state=args.state,
+        changes_only=bool(args.changes_only),
     )
 
 
@@ -465,6 +479,9 @@ def selection_report(summary: ScanSummary) -> str:
         parts.append(f"{summary.matched:,} objects matched")
     if summary.tasks is not None:
         parts.append(f"{summary.tasks:,} tasks written")
+    if summary.changes:
+        changes = ", ".join(f"{name} {count:,}" for name, count in summary.changes.items())
+        parts.append(f"since the last run: {changes}")
     if summary.skipped:
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(summary.skipped.items()))
         parts.append(f"skipped: {reasons}")

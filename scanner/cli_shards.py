@@ -52,6 +52,16 @@ def add_shard_commands(
     merge.add_argument("--study-depth", type=positive_int, help="items lists: study folder depth")
     add_connection_arguments(merge)
 
+    diff = commands.add_parser(
+        "diff",
+        help="list objects added, removed and changed between two --state snapshots",
+        description="Compare two snapshots written by 'scanner scan --state' and print JSON Lines.",
+    )
+    diff.add_argument("old", help="the earlier snapshot (path or s3://BUCKET/KEY)")
+    diff.add_argument("new", help="the later snapshot (path or s3://BUCKET/KEY)")
+    diff.add_argument("-o", "--output", help="output path, s3://BUCKET/KEY, or - (default)")
+    add_connection_arguments(diff)
+
 
 def shard_from_args(args: argparse.Namespace) -> Shard | None:
     if args.shard:
@@ -91,7 +101,40 @@ def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[.
         plan = anyio.run(make_plan, location, connection, args.shards, backend="asyncio")
         _write_small(args.output, plan.to_json())
         return 0
+    if args.command == "diff":
+        return _diff(args, connection)
     return _merge(args, connection)
+
+
+def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
+    import anyio
+
+    from scanner.sinks import open_sink
+    from scanner.state import StateReader, diff_states, encode_diff
+
+    async def diff() -> None:
+        sink = open_sink(args.output or "-", connection)
+        await sink.open()
+        try:
+            async with (
+                StateReader(args.old, connection, missing_ok=False) as old,
+                StateReader(args.new, connection, missing_ok=False) as new,
+            ):
+                batch = []
+                async for entry in diff_states(old, new):
+                    batch.append(entry)
+                    if len(batch) == 1000:
+                        await sink.write(encode_diff(batch))
+                        batch = []
+                if batch:
+                    await sink.write(encode_diff(batch))
+            await sink.commit()
+        except BaseException:
+            await sink.abort()
+            raise
+
+    anyio.run(diff, backend="asyncio")
+    return 0
 
 
 def _write_small(output: str | None, data: bytes) -> None:

@@ -93,6 +93,9 @@ class ScanConfig:
     worker: bool = False
     # With --shard: the one range of the key space this scan lists.
     shard_range: KeyRange | None = None
+    # Incremental runs: where the snapshot lives, and whether to emit only what changed.
+    state: str | None = None
+    changes_only: bool = False
 
     def for_worker(self, output: str) -> ScanConfig:
         """This scan as one worker process of a multi-process scan runs it."""

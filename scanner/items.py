@@ -134,6 +134,8 @@ class Task:
 
     name: str
     series: tuple[Series, ...]
+    # Task metaData (string to string), e.g. what an incremental run says changed.
+    meta_data: tuple[tuple[str, str], ...] = ()
 
     @property
     def first_item(self) -> str:
@@ -152,7 +154,10 @@ class Task:
         return out
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "series": [s.to_json() for s in self.series]}
+        document: dict[str, object] = {"name": self.name, "series": [s.to_json() for s in self.series]}
+        if self.meta_data:
+            document["metaData"] = dict(self.meta_data)
+        return document
 
     def to_legacy_json(self) -> dict[str, object]:
         return {"name": self.name, "items": self.items()}

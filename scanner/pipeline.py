@@ -22,7 +22,7 @@ from scanner.keyspace import KeyRange
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
 from scanner.s3.client import RequestStats, S3PageSource
-from scanner.writers import ItemsWriter, Writer, make_writer, page_encoder
+from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
 
 _UNORDERED_BUFFER = 32
 
@@ -39,6 +39,8 @@ class ScanSummary:
     matched: int | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     tasks: int | None = None
+    # Incremental runs with --changes-only: added, changed, removed, unchanged.
+    changes: dict[str, int] = field(default_factory=dict)
 
     @property
     def keys_per_second(self) -> float:
@@ -54,8 +56,15 @@ class PageHandler:
 
     def __init__(self, config: ScanConfig, summary: ScanSummary) -> None:
         self._summary = summary
-        self._encode = page_encoder(config)
         spec = config.filters
+        if config.state is not None:
+            # The writer needs every record, in order, for the snapshot; it filters there.
+            from scanner.incremental import encode_full_records
+
+            self._encode: PageEncoder = encode_full_records
+            spec = None
+        else:
+            self._encode = page_encoder(config)
         self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
 
     def __call__(self, records: list[ObjectRecord]) -> bytes:
@@ -105,6 +114,14 @@ async def run_scan(
 
 
 def finish_summary(summary: ScanSummary, writer: Writer) -> None:
+    from scanner.incremental import IncrementalWriter
+
+    if isinstance(writer, IncrementalWriter):
+        summary.changes = writer.changes
+        if writer.filter is not None:
+            summary.matched = writer.filter.matched
+            summary.add_skipped(writer.filter.skipped)
+        writer = writer.inner
     if isinstance(writer, ItemsWriter):
         summary.tasks = writer.tasks
         summary.add_skipped(writer.skipped)

@@ -72,6 +72,8 @@ def summary_document(
         document["matched"] = summary.matched
     if summary is not None and summary.tasks is not None:
         document["tasks"] = summary.tasks
+    if summary is not None and summary.changes:
+        document["changes"] = dict(summary.changes)
     if summary is not None and summary.skipped:
         document["skipped"] = dict(sorted(summary.skipped.items()))
     if error is not None:

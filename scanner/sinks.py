@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 import tempfile
 from typing import BinaryIO, Protocol
@@ -64,6 +65,14 @@ class AtomicFileSink:
         directory = os.path.dirname(os.path.abspath(self.path))
         if os.path.isdir(self.path):
             raise UsageError(f"output path {self.path!r} is a directory")
+        if os.path.exists(self.path) and not stat.S_ISREG(os.stat(self.path).st_mode):
+            # A device or a pipe (/dev/null, a FIFO): write to it; renaming over it would
+            # replace the device with a file.
+            try:
+                self._file = open(self.path, "wb", buffering=_BUFFER)  # noqa: SIM115
+            except OSError as exc:
+                raise UsageError(f"cannot write to {self.path!r}: {exc.strerror}") from exc
+            return
         if not os.path.isdir(directory):
             raise UsageError(f"output directory {directory!r} does not exist")
         name = os.path.basename(self.path)
@@ -82,7 +91,12 @@ class AtomicFileSink:
 
     async def commit(self) -> None:
         assert self._file is not None
-        assert self._temp_path is not None
+        if self._temp_path is None:  # a device or a pipe
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise self._write_error(exc) from exc
+            return
         try:
             self._file.flush()
             os.fsync(self._file.fileno())

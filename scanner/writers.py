@@ -21,7 +21,7 @@ import orjson
 
 from scanner.config import ScanConfig
 from scanner.errors import ScanError
-from scanner.items import GroupingSpec, ItemsListChunk, RollingItemsListEncoder, TaskGrouper
+from scanner.items import GroupingSpec, ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
 from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl
 from scanner.sinks import Sink, open_sink
 
@@ -105,10 +105,13 @@ class ItemsWriter:
         )
         self._sinks: list[Sink] = []
         self._partial = b""
+        self._written = 0
+        # An incremental run keeps (and flags) only the tasks it says to.
+        self.keep_task: Callable[[Task], Task | None] | None = None
 
     @property
     def tasks(self) -> int:
-        return self._grouper.tasks_emitted
+        return self._written
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -134,9 +137,16 @@ class ItemsWriter:
         data = self._partial + chunk
         complete, _, self._partial = data.rpartition(b"\n")
         for line in complete.split(b"\n") if complete else ():
-            tasks = self._grouper.feed_keys(orjson.loads(line))
+            tasks = self._kept(self._grouper.feed_keys(orjson.loads(line)))
             if tasks:
                 await self._emit(self._encoder.encode_many(tasks))
+
+    def _kept(self, tasks: list[Task]) -> list[Task]:
+        keep = self.keep_task
+        if keep is not None:
+            tasks = [kept for task in tasks if (kept := keep(task)) is not None]
+        self._written += len(tasks)
+        return tasks
 
     async def _emit(self, chunks: list[ItemsListChunk]) -> None:
         for chunk in chunks:
@@ -146,7 +156,7 @@ class ItemsWriter:
     async def commit(self) -> None:
         if self._partial:
             raise ScanError("the key stream ended inside a page")
-        await self._emit(self._encoder.encode_many(self._grouper.finish()))
+        await self._emit(self._encoder.encode_many(self._kept(self._grouper.finish())))
         await self._emit(self._encoder.finish())
         for sink in self._sinks:
             await sink.commit()
@@ -159,7 +169,14 @@ class ItemsWriter:
 def make_writer(config: ScanConfig) -> Writer:
     if config.worker:
         return RawWriter(config)
+    writer: Writer
     if config.output_format == "items":
         assert config.grouping is not None
-        return ItemsWriter(config, config.grouping)
-    return RecordsWriter(config)
+        writer = ItemsWriter(config, config.grouping)
+    else:
+        writer = RecordsWriter(config)
+    if config.state is not None:
+        from scanner.incremental import IncrementalWriter
+
+        return IncrementalWriter(config, writer, page_encoder(config))
+    return writer

@@ -126,3 +126,28 @@ def test_output_uri_must_name_an_object(moto_target: S3Target) -> None:
     result = run_scanner(["scan", "s3://source", "-o", "s3://dest/folder/"], moto_target.env())
     assert result.returncode == 2
     assert "must name an object" in result.stderr
+
+
+def test_a_device_is_written_to_not_replaced(tmp_path: Path) -> None:
+    """/dev/null (or a FIFO) must stay what it is: no temporary file renamed over it."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    async def write(path: str) -> None:
+        sink = AtomicFileSink(path)
+        await sink.open()
+        await sink.write(b"through the pipe\n")
+        await sink.commit()
+
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    anyio.run(write, str(fifo))
+    reader.join(timeout=10)
+    assert received == [b"through the pipe\n"]
+    assert fifo.is_fifo()
+    assert os.listdir(tmp_path) == ["pipe"]
+    anyio.run(write, "/dev/null")
+    assert Path("/dev/null").is_char_device()

@@ -1,0 +1,132 @@
+"""Incremental scans: remember what a run saw, and emit only what changed since the last one.
+
+With ``--state`` the workers hand the writer whole records (before any filter) and the writer
+does, for each page in key order:
+
+1. append it to the new snapshot (``StateWriter``), so the state describes the bucket, not a
+   filtered view: changing a filter never fakes changes;
+2. with ``--changes-only``, keep only objects added or changed since the old snapshot
+   (``ChangeDetector`` merges the two sorted streams, holding one batch of the old one);
+3. filter and encode what is left and hand it to the real writer.
+
+For an items list, a task is kept when any of its items is new or changed, with all its items,
+and flagged in ``metaData`` as ``{"scanChange": "new"}`` (none of its items existed before) or
+``"changed"``. The snapshot is committed only after the output was, so a failed run never
+advances it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from scanner.config import ScanConfig
+from scanner.filters import RecordFilter
+from scanner.items import Task
+from scanner.records import ObjectRecord
+from scanner.state import ChangeDetector, StateReader, StateWriter
+from scanner.writers import ItemsWriter, PageEncoder, Writer
+
+
+def encode_full_records(records: list[ObjectRecord]) -> bytes:
+    """A page as one JSON array of record arrays: everything the state and the output need."""
+    return orjson.dumps([tuple(record) for record in records]) + b"\n"
+
+
+class IncrementalWriter:
+    def __init__(self, config: ScanConfig, inner: Writer, encode: PageEncoder) -> None:
+        assert config.state is not None
+        self._config = config
+        self.inner = inner
+        self._encode = encode
+        spec = config.filters
+        self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
+        self._state = StateWriter(config.state, str(config.location), config.connection)
+        self._reader: StateReader | None = None
+        self._detector: ChangeDetector | None = None
+        self._partial = b""
+        # Keys still waiting in open groups, and which of them existed in the old snapshot.
+        self._fresh: set[str] = set()
+        self._existed: set[str] = set()
+        self.removed = 0
+
+    @property
+    def changes(self) -> dict[str, int]:
+        detector = self._detector
+        if detector is None:
+            return {}
+        return {
+            "added": detector.added,
+            "changed": detector.changed,
+            "removed": self.removed,
+            "unchanged": detector.unchanged,
+        }
+
+    async def open(self) -> None:
+        if self._config.changes_only:
+            self._reader = StateReader(self._config.state or "", self._config.connection)
+            await self._reader.open()
+            if self._reader.exists and self._reader.uri not in (None, str(self._config.location)):
+                raise_usage(f"the state file is for {self._reader.uri}, not {self._config.location}")
+            self._detector = ChangeDetector(self._reader)
+            if isinstance(self.inner, ItemsWriter):
+                self.inner.keep_task = self._keep_task
+        await self._state.open()
+        await self.inner.open()
+
+    async def write(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        complete, _, self._partial = data.rpartition(b"\n")
+        for line in complete.split(b"\n") if complete else ():
+            records = [ObjectRecord(*fields) for fields in orjson.loads(line)]
+            await self._state.add_page(records)
+            if self._detector is not None:
+                changes = await self._detector.classify(records)
+                self.removed += len(changes.removed)
+                if isinstance(self.inner, ItemsWriter):
+                    # Tasks need all their items; the fresh ones decide whether a task is kept.
+                    self._fresh.update(r.key for r in changes.fresh)
+                    self._existed.update(changes.changed)
+                else:
+                    records = changes.fresh
+            if self.filter is not None:
+                records = self.filter.select(records)
+            if records:
+                await self.inner.write(self._encode(records))
+
+    def _keep_task(self, task: Task) -> Task | None:
+        items = task.items()
+        fresh = [key for key in items if key in self._fresh]
+        existed = any(key not in self._fresh or key in self._existed for key in items)
+        for key in items:
+            self._fresh.discard(key)
+            self._existed.discard(key)
+        if not fresh:
+            return None
+        return replace(task, meta_data=(("scanChange", "changed" if existed else "new"),))
+
+    async def commit(self) -> None:
+        if self._detector is not None:
+            self.removed += len(await self._detector.finish())
+        await self.inner.commit()
+        # Only now: a run whose output failed must not advance the state.
+        await self._state.commit()
+        await self._close_reader()
+
+    async def abort(self) -> None:
+        await self.inner.abort()
+        await self._state.abort()
+        await self._close_reader()
+
+    async def _close_reader(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+
+
+def raise_usage(message: str) -> Any:
+    from scanner.errors import UsageError
+
+    raise UsageError(message)
