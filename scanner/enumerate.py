@@ -76,6 +76,8 @@ class EnumerationStats:
     splits: int = 0
     discarded_keys: int = 0
     probes: int = 0
+    # The server ignored StartAfter, so the scan went on page by page with continuation tokens.
+    sequential: bool = False
 
 
 class Enumerator:
@@ -109,7 +111,25 @@ class Enumerator:
         if not page.is_truncated:
             self._finish_slot(first_slot)
             return
-        rest = self._root.after(page.records[-1].key) if page.records else self._root
+        if not page.records:
+            await self._sequential(first_slot, page.next_token)
+            return
+        rest = self._root.after(page.records[-1].key)
+        # One more page before fanning out: it shows whether the server honours StartAfter,
+        # which every range relies on. Some S3-compatible stores ignore it; then the only exact
+        # way on is the continuation token, one page after another.
+        second = await self._source.list_page(rest)
+        if second.records and second.records[0].key <= page.records[-1].key:
+            self.stats.sequential = True
+            await self._sequential(first_slot, page.next_token)
+            return
+        if second.records:
+            await self._emit(first_slot, second.records)
+        if not second.is_truncated:
+            self._finish_slot(first_slot)
+            return
+        if second.records:
+            rest = rest.after(second.records[-1].key)
         async with anyio.create_task_group() as group:
             # Discovery is a slow request on some servers (RGW walks the index to group
             # prefixes): list the rest meanwhile, and cut it where discovery says once it answers.
@@ -119,6 +139,19 @@ class Enumerator:
                 self._cuts = await self._discover(rest, self._parallelism)
             finally:
                 self._cuts_pending = False
+
+    async def _sequential(self, slot: OutputSlot, token: str | None) -> None:
+        """List on from ``token`` with continuation tokens only (no StartAfter, no splitting)."""
+        try:
+            while token is not None:
+                page = await self._source.list_page(self._root, token=token)
+                if page.records:
+                    await self._emit(slot, page.records)
+                if not page.is_truncated:
+                    return
+                token = _next_token(page, token)
+        finally:
+            self._finish_slot(slot)
 
     async def plan(self, parts: int) -> tuple[list[ObjectRecord], list[KeyRange]]:
         """The root's first page, and up to ``parts`` ranges that tile the rest of the root.
@@ -249,11 +282,9 @@ class Enumerator:
                 if records:
                     key_range = key_range.after(records[-1].key)
                     token = None
-                elif page.next_token:
-                    # A truncated page without keys: only the token can move on.
-                    token = page.next_token
                 else:
-                    raise ScanError("the server sent a truncated page with no way to continue")
+                    # A truncated page without keys: only the token can move on.
+                    token = _next_token(page, token)
                 if token is None:
                     key_range = self._maybe_split(group, key_range, slot, records)
                     max_keys = _next_page_size(key_range, records)
@@ -296,6 +327,16 @@ class Enumerator:
         for part, new_slot in zip(parts[1:], new_slots, strict=True):
             self._start(group, part, new_slot, probe=probe)
         return parts[0]
+
+
+def _next_token(page: ListPage, sent: str | None) -> str:
+    """The continuation token to send next; a missing or repeated one would loop forever."""
+    token = page.next_token
+    if not token:
+        raise ScanError("the server sent a truncated page with no continuation token")
+    if token == sent:
+        raise ScanError("the server repeated a continuation token; listing on would loop forever")
+    return token
 
 
 def _next_page_size(rest: KeyRange, page: list[ObjectRecord]) -> int:

@@ -47,6 +47,7 @@ class ShardPlan:
     first_page: list[ObjectRecord]
     shards: list[list[KeyRange]]
     requests: int
+    retries: int
 
 
 def group_ranges(ranges: Sequence[KeyRange], count: int) -> list[list[KeyRange]]:
@@ -109,8 +110,9 @@ async def plan_shards(config: ScanConfig) -> ShardPlan:
         )
         parts = config.processes * config.connection.concurrency
         first_page, ranges = await enumerator.plan(parts)
-        requests = source.stats.requests
-    return ShardPlan(first_page, group_ranges(ranges, config.processes) if ranges else [], requests)
+        requests, retries = source.stats.requests, source.stats.retries
+    shards = group_ranges(ranges, config.processes) if ranges else []
+    return ShardPlan(first_page, shards, requests, retries)
 
 
 async def _never(slot: object, records: list[ObjectRecord]) -> None:
@@ -184,6 +186,7 @@ async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker
     """The first page, then each worker's output in key order, into the real sink."""
     summary = ScanSummary()
     summary.requests.requests = plan.requests
+    summary.requests.retries = plan.retries
     writer = make_writer(config)
     await writer.open()
     try:

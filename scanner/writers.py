@@ -15,7 +15,7 @@ otherwise, so a destination holds either the complete output or nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import orjson
 
@@ -76,22 +76,30 @@ def numbered_output(output: str, number: int) -> str:
 
 
 class RawWriter:
-    """A worker's output: encoded pages exactly as they are, for the parent to finish."""
+    """A worker's output: encoded pages exactly as they are, for the parent to finish.
+
+    Written straight into the file the parent made for it (no temporary beside it): the parent
+    owns that file and removes it whatever happens, even when it has to kill the worker.
+    """
 
     def __init__(self, config: ScanConfig) -> None:
-        self._sink = open_sink(config.output)
+        self._path = config.output
+        self._file: BinaryIO | None = None
 
     async def open(self) -> None:
-        await self._sink.open()
+        self._file = open(self._path, "wb", buffering=1 << 20)  # noqa: SIM115
 
     async def write(self, chunk: bytes) -> None:
-        await self._sink.write(chunk)
+        assert self._file is not None
+        self._file.write(chunk)
 
     async def commit(self) -> None:
-        await self._sink.commit()
+        assert self._file is not None
+        self._file.close()
 
     async def abort(self) -> None:
-        await self._sink.abort()
+        if self._file is not None:
+            self._file.close()
 
 
 class ItemsWriter:

@@ -19,7 +19,8 @@ Fault kinds (``FAULT_KINDS``)::
     malformed_xml      status 200, the real body with broken markup (a tag without its ``>``,
                        an entry whose ``<Key>`` was renamed, a body cut mid-entry and closed
                        again, a misspelt ``</IsTruncated>``)
-    invalid_utf8       status 200, the real body with one byte of a key replaced by 0xFF
+    invalid_utf8       status 200, the real body with the second byte of two keys (the page's
+                       last one and one more) replaced by 0xFF
     error_200          status 200 whose body is an S3 ``<Error>`` document
     slow               nothing for ``stall`` seconds (or headers and part of the body, then
                        nothing), then the connection is closed: slower than a read timeout
@@ -30,6 +31,11 @@ Fault kinds (``FAULT_KINDS``)::
                        back again and again (the loop aiobotocore's paginator guards against)
     echo_credentials   400 whose error message echoes the request's Authorization header,
                        session token and URL (servers that reflect the request in an error)
+
+``select`` limits faults to the requests it accepts; ``latency`` (seconds, or a function of the
+request) delays answers (S3 takes 75-300 ms a page, RGW on loopback a few ms), which
+makes requests in flight visible: ``samples`` holds (monotonic time, requests in flight) after
+every change, for tests of how a client paces itself.
 
 Runs its own event loop in a daemon thread, so it serves synchronous and async tests alike.
 """
@@ -44,7 +50,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final
@@ -170,11 +176,15 @@ class FaultProxy:
         from_request: int = 1,
         schedule: Mapping[int, str] | None = None,
         stall: float = 5.0,
+        latency: float | Callable[[Request], float] = 0.0,
+        select: Callable[[Request], bool] | None = None,
         credentials: tuple[str, str] | None = None,
         region: str = "us-east-1",
     ) -> None:
         self.upstream = upstream.rstrip("/")
         self.stall = stall
+        self.latency = latency
+        self.select = select
         self._credentials = credentials
         self._region = region
         self._lock = threading.Lock()
@@ -240,7 +250,8 @@ class FaultProxy:
         with self._lock:
             return {"requests": self.requests, "forwarded": self.forwarded, **self.faults}
 
-    def _choose(self) -> str | None:
+    def _choose(self, request: Request) -> str | None:
+        selected = self.select is None or self.select(request)
         with self._lock:
             self.requests += 1
             # Always two draws, so the fault sequence depends on the seed and request count only.
@@ -248,7 +259,7 @@ class FaultProxy:
             kind = self._rng.choices(self._kinds, self._weights)[0] if self._kinds else None
             if self.requests in self._schedule:
                 return self._schedule[self.requests]
-            if self.requests < self._from_request:
+            if self.requests < self._from_request or not selected:
                 return None
             return kind if roll < self.rate else None
 
@@ -319,6 +330,9 @@ class FaultProxy:
                     break
                 self._flight(+1)
                 try:
+                    delay = self.latency(request) if callable(self.latency) else self.latency
+                    if delay:
+                        await asyncio.sleep(delay)
                     await self._handle(request, writer)
                 finally:
                     self._flight(-1)
@@ -340,7 +354,7 @@ class FaultProxy:
                 self.signatures.add(signature.group(1))
         query = request.query
         token = query.get("continuation-token", "")
-        kind = self._choose()
+        kind = self._choose(request)
         if token.startswith(_REPEAT_PREFIX):
             with self._lock:
                 self.repeat_replies += 1
@@ -422,8 +436,10 @@ class FaultProxy:
             keys = [m.start(1) for m in re.finditer(rb"<Key>([^<]{2,})</Key>", body)]
             if not keys:
                 return None
-            at = self._pick(keys) + 1
-            return Response(200, response.headers, body[:at] + b"\xff" + body[at + 1 :])
+            # The last key (a client pages on from it) and one more, anywhere.
+            for at in {keys[-1] + 1, self._pick(keys) + 1}:
+                body = body[:at] + b"\xff" + body[at + 1 :]
+            return Response(200, response.headers, body)
         return Response(200, response.headers, self._malform(body))
 
     def _malform(self, body: bytes) -> bytes:

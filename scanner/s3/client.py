@@ -312,7 +312,13 @@ class S3PageSource:
             kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
             raise _Retry(f"connection error ({kind})") from exc
 
-        text = body.decode("utf-8", "replace")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            if status == 200:
+                # A damaged body: replacing the bad bytes would invent a key (and skip real ones).
+                raise _Retry("malformed response (invalid UTF-8)") from None
+            text = body.decode("utf-8", "replace")
         if status == 200:
             try:
                 return parse_list_page(text)
@@ -339,9 +345,9 @@ class S3PageSource:
         if code in TRANSIENT_CODES or (status in TRANSIENT_STATUSES and code.startswith("HTTP")):
             throttled = status in (429, 503) or code in ("SlowDown", "Throttling", "TooManyRequests")
             wait = float(retry_after) if retry_after.isdigit() else 0.0
-            raise _Retry(f"{code} (HTTP {status})", throttled=throttled, retry_after=min(wait, 30))
+            raise _Retry(_status_text(code, status), throttled=throttled, retry_after=min(wait, 30))
         if status in TRANSIENT_STATUSES:
-            raise _Retry(f"{code} (HTTP {status})", throttled=status in (429, 503))
+            raise _Retry(_status_text(code, status), throttled=status in (429, 503))
         if (
             code
             in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException")
@@ -372,7 +378,11 @@ class _WrongRegion(ScanError):
         self.code = code
 
 
+def _status_text(code: str, status: int) -> str:
+    return code if code == f"HTTP {status}" else f"{code} (HTTP {status})"
+
+
 def _describe(bucket: str, key_range: KeyRange) -> str:
-    low = key_range.start_after if key_range.start_after is not None else "(start)"
-    high = key_range.end if key_range.end is not None else "(end)"
-    return f"s3://{bucket}/{key_range.prefix} keys ({low!r}, {high!r}]"
+    low = repr(key_range.start_after) if key_range.start_after is not None else "the start"
+    high = repr(key_range.end) if key_range.end is not None else "the end"
+    return f"s3://{bucket}/{key_range.prefix} keys ({low}, {high}]"

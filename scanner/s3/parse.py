@@ -15,6 +15,7 @@ decoded instead).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,9 @@ def parse_list_page(body: str) -> ListPage:
         records = _parse_contents_each(body, decode)
     if expected != len(records):
         raise MalformedListing("the listing response has a damaged object entry")
+    # S3 lists in key order; a page that is not is damaged, and would break ranges and output.
+    if any(a.key >= b.key for a, b in itertools.pairwise(records)):
+        raise MalformedListing("the listing response is not in key order")
 
     prefixes = [decode(p) for p in _COMMON_PREFIX.findall(body)]
     token_match = _NEXT_TOKEN.search(body)
