@@ -97,6 +97,16 @@ class ScanConfig:
     state: str | None = None
     changes_only: bool = False
 
-    def for_worker(self, output: str) -> ScanConfig:
-        """This scan as one worker process of a multi-process scan runs it."""
-        return replace(self, output=output, processes=1, worker=True)
+    def for_worker(self, output: str, workers: int) -> ScanConfig:
+        """This scan as one of ``workers`` processes of a multi-process scan runs it.
+
+        ``--concurrency`` bounds the requests of the whole scan, so the workers share it.
+        """
+        share = max(1, -(-self.connection.concurrency // workers))
+        return replace(
+            self,
+            output=output,
+            processes=1,
+            worker=True,
+            connection=replace(self.connection, concurrency=share),
+        )

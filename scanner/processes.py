@@ -131,13 +131,13 @@ def fork_workers(config: ScanConfig, shards: list[list[KeyRange]]) -> list[Worke
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _worker_main(config, shard, path, write_end)
+            _worker_main(config, shard, path, write_end, len(shards))
         os.close(write_end)
         workers.append(Worker(pid, path, read_end))
     return workers
 
 
-def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd: int) -> None:
+def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd: int, workers: int) -> None:
     """The forked worker: scan the shard, report on the pipe, exit. Never returns."""
     # The parent owns interruption and stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -147,7 +147,7 @@ def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd
     try:
         summary = anyio.run(
             run_scan,
-            config.for_worker(path),
+            config.for_worker(path, workers),
             None,
             shard,
             backend="asyncio",
