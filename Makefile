@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick bench-minio lock clean
+.PHONY: demo test lint soak bench bench-quick bench-minio lock clean
 
 $(STAMP): requirements/dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check scanner tests benchmarks scripts
 	$(BIN)/mypy --strict scanner
 	$(BIN)/hadolint Dockerfile
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m soak tests/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

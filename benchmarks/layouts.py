@@ -60,7 +60,8 @@ def deep(count: int) -> list[str]:
 def unicode_keys(count: int) -> list[str]:
     """Multi-byte and awkward characters in every position."""
     rng = random.Random(count)
-    alphabet = "aZ09 +%&<>\"'\t~éü日本語😀🩻\u00a0\u2028" + "".join(chr(c) for c in range(0x1, 0x20) if c not in (0x0A, 0x0D))
+    controls = "".join(chr(c) for c in range(0x1, 0x20) if c not in (0x0A, 0x0D))
+    alphabet = "aZ09 +%&<>\"'\t~éü日本語😀🩻\u00a0\u2028" + controls
     keys = set()
     while len(keys) < count:
         folder = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))

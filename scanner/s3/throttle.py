@@ -2,7 +2,7 @@
 
 S3 answers too fast a request rate with 503 SlowDown (429 on some compatible stores) and asks
 clients to back off and ramp up again gradually. The limit starts at ``--concurrency``; a
-throttled response halves it (at most once per ``cooldown``, so one burst of SlowDowns from the
+throttled response halves it (at most once per ``cooldown``, a quarter second, so one burst of SlowDowns from the
 requests already in flight counts once); every success adds ``1/limit``, so the limit climbs back
 by about one per round of requests. ``history`` keeps (time, limit, in flight) samples for tests
 and progress reports.
@@ -21,7 +21,7 @@ _HISTORY: Final = 4096
 
 
 class AdaptiveLimiter:
-    def __init__(self, maximum: int, *, minimum: int = 1, cooldown: float = 1.0) -> None:
+    def __init__(self, maximum: int, *, minimum: int = 1, cooldown: float = 0.25) -> None:
         self.maximum = maximum
         self.minimum = min(minimum, maximum)
         self.limit = float(maximum)
