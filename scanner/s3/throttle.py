@@ -4,8 +4,8 @@ S3 answers too fast a request rate with 503 SlowDown (429 on some compatible sto
 clients to back off and ramp up again gradually. The limit starts at ``--concurrency``; a
 throttled response halves it (at most once per ``cooldown``, a quarter second, so one burst of
 SlowDowns from the requests already in flight counts once); every success adds ``1/limit``, so
-the limit climbs back by about one per round of requests. ``history`` keeps (time, limit, in flight) samples for tests
-and progress reports.
+the limit climbs back by about one per round of requests. ``history`` keeps (time, limit, in
+flight) samples for tests and progress reports.
 """
 
 from __future__ import annotations
