@@ -243,11 +243,10 @@ class Enumerator:
         slot: OutputSlot,
         *,
         probe: bool,
-        token: str | None = None,
     ) -> None:
         self._alive += 1
         self.stats.ranges += 1
-        group.start_soon(self._list_range, group, key_range, slot, probe, token)
+        group.start_soon(self._list_range, group, key_range, slot, probe)
 
     async def _list_range(
         self,
@@ -255,8 +254,8 @@ class Enumerator:
         key_range: KeyRange,
         slot: OutputSlot,
         probe: bool,
-        token: str | None,
     ) -> None:
+        token: str | None = None
         max_keys = _PROBE_KEYS if probe else MAX_KEYS_PER_PAGE
         try:
             while True:

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from scanner.config import ConnectionConfig, S3Location
 from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, redact
+from scanner.s3.objects import object_client
 
 BLOCK_SIZE: Final = 1024 * 1024
 
@@ -64,21 +65,7 @@ class S3Download:
 
     async def open(self) -> bool:
         """Send the GET; ``False`` (and nothing to read) when the key does not exist."""
-        import aioboto3
-        from botocore.config import Config
-
-        session = aioboto3.Session(profile_name=self._connection.profile)
-        self._client_context = session.client(
-            "s3",
-            endpoint_url=self._connection.endpoint_url,
-            region_name=self._connection.region,
-            verify=self._connection.ca_bundle,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": self._connection.addressing_style},
-                retries={"max_attempts": self._connection.max_attempts, "mode": "adaptive"},
-            ),
-        )
+        self._client_context = object_client(self._connection)
         try:
             client = await self._client_context.__aenter__()
             response = await self._call(

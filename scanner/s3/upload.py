@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from scanner.config import ConnectionConfig, S3Location
 from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, redact
+from scanner.s3.objects import object_client
 
 PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum for all but the last part is 5 MiB
 
@@ -33,21 +34,7 @@ class S3UploadSink:
         self._parts: list[dict[str, Any]] = []
 
     async def open(self) -> None:
-        import aioboto3
-        from botocore.config import Config
-
-        session = aioboto3.Session(profile_name=self._connection.profile)
-        self._client_context = session.client(
-            "s3",
-            endpoint_url=self._connection.endpoint_url,
-            region_name=self._connection.region,
-            verify=self._connection.ca_bundle,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": self._connection.addressing_style},
-                retries={"max_attempts": self._connection.max_attempts, "mode": "adaptive"},
-            ),
-        )
+        self._client_context = object_client(self._connection)
         self._client = await self._client_context.__aenter__()
 
     async def write(self, chunk: bytes) -> None:
@@ -100,8 +87,11 @@ class S3UploadSink:
                     MultipartUpload={"Parts": self._parts},
                 )
                 self._upload_id = None
-        finally:
-            await self._close()
+        except BaseException:
+            # Abort while the client is still open, or the parts would be left behind.
+            await self.abort()
+            raise
+        await self._close()
 
     async def abort(self) -> None:
         if self._upload_id is not None and self._client is not None:
@@ -115,6 +105,7 @@ class S3UploadSink:
         await self._close()
 
     async def _close(self) -> None:
+        self._client = None
         context, self._client_context = self._client_context, None
         if context is not None:
             await context.__aexit__(None, None, None)
