@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -301,4 +304,85 @@ def test_signal_mid_scan_leaves_no_output(
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
+    no_output_left(tmp_path)
+
+
+def _listing_body(key: str) -> bytes:
+    return (
+        b"<?xml version='1.0'?><ListBucketResult><Name>bucket</Name><IsTruncated>false</IsTruncated>"
+        b"<Contents><Key>" + key.encode() + b"</Key><LastModified>2026-11-28T01:28:50.000Z</LastModified>"
+        b"<ETag>&quot;e&quot;</ETag><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>"
+        b"</ListBucketResult>"
+    )
+
+
+class _RegionHandler(BaseHTTPRequestHandler):
+    """Answers like S3 for a bucket in eu-west-1: a redirect to requests signed for another region."""
+
+    home = "eu-west-1"
+    always = False  # redirect even requests signed for the home region
+
+    def do_GET(self) -> None:
+        signed_for = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers.get("Authorization", ""))
+        if signed_for and signed_for.group(1) == self.home and not self.always:
+            body, status = _listing_body("in-eu-west-1"), 200
+        else:
+            body = (
+                b"<?xml version='1.0'?><Error><Code>PermanentRedirect</Code><Message>The bucket you "
+                b"are attempting to access must be addressed using the specified endpoint.</Message></Error>"
+            )
+            status = 301
+        self.send_response(status)
+        self.send_header("x-amz-bucket-region", self.home)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_wrong_region_is_followed_once(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RegionHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    out = tmp_path / "o.jsonl"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = run_scanner(["scan", "s3://bucket", "--endpoint-url", url, "-o", str(out)], env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(out.read_text())["key"] == "in-eu-west-1"
+        _RegionHandler.always = True  # a redirect that following cannot satisfy
+        out.unlink()
+        result = run_scanner(["scan", "s3://bucket", "--endpoint-url", url, "-o", str(out)], env)
+    finally:
+        _RegionHandler.always = False
+        server.shutdown()
+        server.server_close()
+    assert_one_error_line(result, 2, "--region eu-west-1")
+    assert not out.exists()
+
+
+def test_expired_credentials(tmp_path: Path) -> None:
+    expired = (
+        b"<?xml version='1.0'?><Error><Code>ExpiredToken</Code>"
+        b"<Message>The provided token has expired.</Message></Error>"
+    )
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLEEXAMPLE12",
+        "AWS_SECRET_ACCESS_KEY": "expired-secret-value",
+        "AWS_SESSION_TOKEN": "expired-session-token-value",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with stub_server(400, expired) as url:
+        result = run_scanner(["scan", "s3://bucket", "--endpoint-url", url, "-o", str(tmp_path / "o")], env)
+    assert_one_error_line(result, 3, "expired")
+    for secret in ("expired-secret-value", "expired-session-token-value", "ASIAEXAMPLEEXAMPLE12"):
+        assert secret not in result.stderr
     no_output_left(tmp_path)
