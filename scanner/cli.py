@@ -64,6 +64,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
 def _flag(parser: argparse.ArgumentParser, *names: str, help: str) -> None:  # noqa: A002
     parser.add_argument(*names, action="store_true", default=None, help=help)
 
@@ -158,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"
     )
     _flag(scan, "--changes-only", help="with --state: emit only objects (or tasks) new or changed since then")
+    scan.add_argument(
+        "--checkpoint",
+        help="save progress to this directory or s3://BUCKET/PREFIX; a stopped scan run again "
+        "with the same options resumes from it (removed on success)",
+    )
+    scan.add_argument(
+        "--checkpoint-interval",
+        type=_positive_seconds,
+        help="seconds between checkpoint saves (default 30)",
+    )
     add_selection_arguments(scan, _positive_int)
     add_shard_commands(commands, add_connection_arguments, _positive_int)
     return parser
@@ -235,6 +255,10 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         if args.state == "-":
             raise UsageError("--state must be a file path or an s3:// URI")
         check_output(args.state)
+    if args.checkpoint:
+        check_checkpoint(args, output)
+    elif args.checkpoint_interval:
+        raise UsageError("--checkpoint-interval needs --checkpoint")
     shard = shard_from_args(args)
     return ScanConfig(
         location=location,
@@ -243,7 +267,8 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         output_format=output_format,
         ordered=not args.unordered,
         temp_dir=args.temp_dir or os.environ.get("TMPDIR"),
-        processes=args.processes or usable_cpus(),
+        # A checkpoint journals the one ordered output of one process.
+        processes=1 if args.checkpoint else args.processes or usable_cpus(),
         filters=selection.filters,
         grouping=selection.grouping,
         legacy_items=selection.legacy_items,
@@ -251,7 +276,23 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         shard_range=shard_range(load_plan(args.plan, location), location.prefix, shard) if shard else None,
         state=args.state,
         changes_only=bool(args.changes_only),
+        checkpoint=args.checkpoint,
+        checkpoint_interval=args.checkpoint_interval or 30.0,
     )
+
+
+def check_checkpoint(args: argparse.Namespace, output: str) -> None:
+    from scanner.checkpoint_store import check_location
+
+    if args.unordered:
+        raise UsageError("--checkpoint needs key order: it cannot be used with --unordered")
+    if output == "-":
+        raise UsageError(
+            "--checkpoint needs --output (a file or s3://): what went to standard output cannot be taken back"
+        )
+    if args.checkpoint == "-":
+        raise UsageError("--checkpoint must be a directory or an s3:// URI")
+    check_location(args.checkpoint)
 
 
 def check_output(output: str) -> None:
@@ -415,6 +456,10 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
         code = 128 + received[0]
     elif failure is not None:
         code = failure.exit_code
+    if failure is not None and live.checkpoint_saved:
+        failure = type(failure)(
+            f"{failure}; progress is saved in {config.checkpoint}: run the same command again to resume"
+        )
     if failure is not None:
         _print_error(str(failure), secrets)
     elif summary is not None and not reporting.quiet:
@@ -435,6 +480,13 @@ def _report_success(summary: ScanSummary, log: Any, structured: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if summary.resumed_objects:
+        print(
+            f"resumed from the checkpoint: {summary.resumed_objects:,} of those objects were listed "
+            "by the run that saved it",
+            file=sys.stderr,
+            flush=True,
+        )
     report = selection_report(summary)
     if report:
         print(report, file=sys.stderr, flush=True)

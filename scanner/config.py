@@ -96,6 +96,9 @@ class ScanConfig:
     # Incremental runs: where the snapshot lives, and whether to emit only what changed.
     state: str | None = None
     changes_only: bool = False
+    # Resumable runs: where progress is saved (a directory or s3://BUCKET/PREFIX), how often.
+    checkpoint: str | None = None
+    checkpoint_interval: float = 30.0
 
     def for_worker(self, output: str, workers: int) -> ScanConfig:
         """This scan as one of ``workers`` processes of a multi-process scan runs it.

@@ -61,8 +61,10 @@ class OutputSlot(Protocol):
 
 
 EmitFn = Callable[[OutputSlot, list[ObjectRecord]], Awaitable[None]]
-SplitFn = Callable[[OutputSlot, int], list[OutputSlot]]
-FinishFn = Callable[[OutputSlot], None]
+# New slots for the ranges split off the end of a slot's range, in order.
+SplitFn = Callable[[OutputSlot, list[KeyRange]], list[OutputSlot]]
+# A slot gets no more records; ``complete`` says whether its range was listed to the end.
+FinishFn = Callable[[OutputSlot, bool], None]
 
 
 class StartAfterIgnored(ScanError):
@@ -109,7 +111,7 @@ class Enumerator:
         if page.records:
             await self._emit(first_slot, page.records)
         if not page.is_truncated:
-            self._finish_slot(first_slot)
+            self._finish_slot(first_slot, True)
             return
         if not page.records:
             await self._sequential(first_slot, page.next_token)
@@ -126,7 +128,7 @@ class Enumerator:
         if second.records:
             await self._emit(first_slot, second.records)
         if not second.is_truncated:
-            self._finish_slot(first_slot)
+            self._finish_slot(first_slot, True)
             return
         if second.records:
             rest = rest.after(second.records[-1].key)
@@ -142,16 +144,18 @@ class Enumerator:
 
     async def _sequential(self, slot: OutputSlot, token: str | None) -> None:
         """List on from ``token`` with continuation tokens only (no StartAfter, no splitting)."""
+        complete = False
         try:
             while token is not None:
                 page = await self._source.list_page(self._root, token=token)
                 if page.records:
                     await self._emit(slot, page.records)
                 if not page.is_truncated:
+                    complete = True
                     return
                 token = _next_token(page, token)
         finally:
-            self._finish_slot(slot)
+            self._finish_slot(slot, complete)
 
     async def plan(self, parts: int) -> tuple[list[ObjectRecord], list[KeyRange]]:
         """The root's first page, and up to ``parts`` ranges that tile the rest of the root.
@@ -170,11 +174,15 @@ class Enumerator:
     async def run_ranges(self, ranges: Sequence[KeyRange], first_slot: OutputSlot) -> None:
         """List ``ranges`` (in key order) concurrently; the first one continues ``first_slot``."""
         if not ranges:
-            self._finish_slot(first_slot)
+            self._finish_slot(first_slot, True)
             return
+        slots = [first_slot, *self._split_slot(first_slot, list(ranges[1:]))]
+        await self.run_slots(list(zip(ranges, slots, strict=True)))
+
+    async def run_slots(self, work: Sequence[tuple[KeyRange, OutputSlot]]) -> None:
+        """List each range into its own slot, concurrently (a resumed scan's unfinished ranges)."""
         async with anyio.create_task_group() as group:
-            slots = [first_slot, *self._split_slot(first_slot, len(ranges) - 1)]
-            for key_range, slot in zip(ranges, slots, strict=True):
+            for key_range, slot in work:
                 self._start(group, key_range, slot, probe=False)
 
     async def _discover(self, rest: KeyRange, parts: int) -> list[str]:
@@ -257,6 +265,7 @@ class Enumerator:
     ) -> None:
         token: str | None = None
         max_keys = _PROBE_KEYS if probe else MAX_KEYS_PER_PAGE
+        complete = False
         try:
             while True:
                 page = await self._source.list_page(key_range, token=token, max_keys=max_keys)
@@ -277,6 +286,7 @@ class Enumerator:
                 if records:
                     await self._emit(slot, records)
                 if finished:
+                    complete = True
                     return
                 if records:
                     key_range = key_range.after(records[-1].key)
@@ -290,7 +300,7 @@ class Enumerator:
         finally:
             self._alive -= 1
             self.stats.ranges_done += 1
-            self._finish_slot(slot)
+            self._finish_slot(slot, complete)
 
     def _maybe_split(
         self, group: TaskGroup, rest: KeyRange, slot: OutputSlot, page: list[ObjectRecord]
@@ -322,7 +332,7 @@ class Enumerator:
     ) -> KeyRange:
         """Start workers for all but the first of ``parts``; the caller keeps the first."""
         self.stats.splits += 1
-        new_slots = self._split_slot(slot, len(parts) - 1)
+        new_slots = self._split_slot(slot, parts[1:])
         for part, new_slot in zip(parts[1:], new_slots, strict=True):
             self._start(group, part, new_slot, probe=probe)
         return parts[0]

@@ -8,6 +8,11 @@ The writer drains the chain from its head. The head segment streams straight thr
 backpressure on its producer. Segments behind it buffer their finished pages in memory up to a
 shared budget; past that they spill to an anonymous temporary file (unlinked at creation, so
 nothing is left on disk even after a crash) and are read back when they reach the head.
+
+Each segment also knows which part of the key space it stands for: its range ``(after, end]``,
+the last key listed into it, whether its range is complete, and (with a checkpoint) where its
+bytes were journaled. That is what ``scanner.checkpoint`` saves, and a resumed scan starts with
+segments restored from it, whose saved bytes come first.
 """
 
 from __future__ import annotations
@@ -22,11 +27,32 @@ import anyio
 
 _READ_BLOCK: Final = 1 << 20
 
+# Bytes saved by an earlier run: (file, offset, length), read before anything listed now.
+Preloaded = tuple[IO[bytes], int, int]
+# Where a chunk was journaled: (piece, offset, length); see ``scanner.checkpoint``.
+Extent = tuple[str, int, int]
+
 
 class Segment:
-    __slots__ = ("_buffered", "_chunks", "_spill", "_spill_read", "_spill_written", "_wake", "done", "next")
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_spill",
+        "_spill_read",
+        "_spill_written",
+        "_wake",
+        "after",
+        "complete",
+        "done",
+        "end",
+        "extents",
+        "listed",
+        "next",
+        "preloaded",
+        "released",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, after: str | None = None, end: str | None = None) -> None:
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._spill: IO[bytes] | None = None
@@ -35,6 +61,16 @@ class Segment:
         self.done = False
         self.next: Segment | None = None
         self._wake = anyio.Event()
+        # The key range this segment stands for, ``(after, end]``, and the last key listed
+        # into it; ``complete`` once its range has been listed to the end (``done`` is also
+        # set when a failure stops the range).
+        self.after = after
+        self.end = end
+        self.listed: str | None = None
+        self.complete = False
+        self.released = False
+        self.extents: list[Extent] = []
+        self.preloaded: deque[Preloaded] = deque()
 
     def _notify(self) -> None:
         self._wake.set()
@@ -43,29 +79,56 @@ class Segment:
 class OrderedOutput:
     """Many producers (one per segment), one consumer that sees chunks in segment order."""
 
-    def __init__(self, memory_budget: int, head_limit: int = 4 << 20, temp_dir: str | None = None) -> None:
-        self.first = Segment()
+    def __init__(
+        self,
+        memory_budget: int,
+        head_limit: int = 4 << 20,
+        temp_dir: str | None = None,
+        first: Segment | None = None,
+    ) -> None:
+        self.first = first if first is not None else Segment()
         self._head: Segment | None = self.first
         self._memory_budget = memory_budget
         self._head_limit = head_limit
         self._temp_dir = temp_dir
         self._buffered = 0
         self._drained = anyio.Event()
+        self._all_written = anyio.Event()
         self.spilled_bytes = 0
+        # With a checkpoint: every chunk is journaled as it arrives, and every segment the
+        # writer is done with is reported, in order (the chain forgets them).
+        self.journal: Callable[[Segment, bytes], None] | None = None
+        self.on_release: Callable[[Segment], None] | None = None
 
-    def insert_after(self, segment: Segment, count: int) -> list[Segment]:
-        """``count`` new segments that come right after ``segment``, in order."""
-        new = [Segment() for _ in range(count)]
+    def insert_after(self, segment: Segment, bounds: list[tuple[str | None, str | None]]) -> list[Segment]:
+        """New segments for the ranges ``bounds`` (``(after, end]``, in order) right after ``segment``.
+
+        They take over the rest of ``segment``'s range, which now ends where the first begins.
+        """
+        new = [Segment(after, end) for after, end in bounds]
         for before, after in itertools.pairwise(new):
             before.next = after
         if new:
+            segment.end = new[0].after
             new[-1].next = segment.next
             segment.next = new[0]
         return new
 
+    def segments(self) -> list[Segment]:
+        """The segments the writer has not finished with, in key order."""
+        found = []
+        segment: Segment | None = self.first
+        while segment is not None:
+            if not segment.released:
+                found.append(segment)
+            segment = segment.next
+        return found
+
     async def put(self, segment: Segment, chunk: bytes) -> None:
         if not chunk:
             return
+        if self.journal is not None:
+            self.journal(segment, chunk)
         if segment is self._head and segment._spill is None:
             segment._chunks.append(chunk)
             segment._buffered += len(chunk)
@@ -96,8 +159,9 @@ class OrderedOutput:
         self.spilled_bytes += len(chunk)
         segment._notify()
 
-    def finish(self, segment: Segment) -> None:
+    def finish(self, segment: Segment, complete: bool = True) -> None:
         segment.done = True
+        segment.complete = complete
         segment._notify()
 
     async def drain(self, write: Callable[[bytes], Awaitable[None]]) -> None:
@@ -111,6 +175,9 @@ class OrderedOutput:
                 self._buffered -= segment._buffered
             starting = False
             while True:
+                if segment.preloaded:
+                    await self._write_preloaded(segment, write)
+                    continue
                 spill = segment._spill
                 if spill is not None and segment._spill_read < segment._spill_written:
                     spill.seek(segment._spill_read)
@@ -134,11 +201,33 @@ class OrderedOutput:
                 await segment._wake.wait()
                 segment._wake = anyio.Event()
             # Let go of finished segments: a long scan makes many thousands of them.
+            segment.released = True
+            if self.on_release is not None:
+                self.on_release(segment)
             following, segment.next = segment.next, None
             if following is not None:
                 self.first = following
             segment = following
         self._head = None
+        self._all_written.set()
+
+    async def drained(self) -> None:
+        """Returns once ``drain`` has written the last segment."""
+        await self._all_written.wait()
+
+    async def _write_preloaded(self, segment: Segment, write: Callable[[bytes], Awaitable[None]]) -> None:
+        """One block of the bytes an earlier run saved for ``segment``."""
+        file, offset, length = segment.preloaded[0]
+        size = min(_READ_BLOCK, length)
+        file.seek(offset)
+        block = file.read(size)
+        if len(block) != size:
+            raise OSError(f"checkpoint data ends early ({len(block)} of {size} bytes)")
+        if size == length:
+            segment.preloaded.popleft()
+        else:
+            segment.preloaded[0] = (file, offset + size, length - size)
+        await write(block)
 
     def close(self) -> None:
         """Release every spill file (after a failure or cancellation)."""

@@ -12,17 +12,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
 from scanner.config import ScanConfig
 from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
+from scanner.errors import ScanError
 from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
 from scanner.s3.client import RequestStats, S3PageSource
 from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
+
+if TYPE_CHECKING:
+    from scanner.checkpoint import Checkpoint, Counters
 
 _UNORDERED_BUFFER = 32
 
@@ -41,10 +46,15 @@ class ScanSummary:
     tasks: int | None = None
     # Incremental runs with --changes-only: added, changed, removed, unchanged.
     changes: dict[str, int] = field(default_factory=dict)
+    # With --checkpoint: objects an earlier run listed (included in ``objects``), and whether a
+    # scan that stopped early saved its progress.
+    resumed_objects: int = 0
+    checkpoint_saved: bool = False
 
     @property
     def keys_per_second(self) -> float:
-        return self.objects / self.seconds if self.seconds > 0 else 0.0
+        listed = self.objects - self.resumed_objects
+        return listed / self.seconds if self.seconds > 0 else 0.0
 
     def add_skipped(self, reasons: dict[str, int]) -> None:
         for reason, count in reasons.items():
@@ -80,6 +90,27 @@ class PageHandler:
             self._summary.matched = self.filter.matched
             self._summary.add_skipped(self.filter.skipped)
 
+    def counters(self) -> Counters:
+        """What a checkpoint saves of the counts so far."""
+        from scanner.checkpoint import Counters
+
+        selection = self.filter
+        return Counters(
+            objects=self._summary.objects,
+            bytes=self._summary.bytes,
+            matched=selection.matched if selection is not None else None,
+            skipped=dict(selection.skipped) if selection is not None else {},
+        )
+
+    def restore(self, counters: Counters) -> None:
+        """Carry on counting from what a checkpoint saved."""
+        self._summary.objects = counters.objects
+        self._summary.bytes = counters.bytes
+        self._summary.resumed_objects = counters.objects
+        if self.filter is not None:
+            self.filter.matched = counters.matched or 0
+            self.filter.skipped = dict(counters.skipped)
+
 
 async def run_scan(
     config: ScanConfig,
@@ -94,23 +125,47 @@ async def run_scan(
     """
     started = time.perf_counter()
     summary = summary if summary is not None else ScanSummary()
+    checkpoint = await _open_checkpoint(config)
     writer = make_writer(config)
-    await writer.open()
     try:
-        if source is None:
-            async with S3PageSource(config.location, config.connection) as s3:
-                summary.requests = s3.stats
-                await _scan_into(config, s3, writer, summary, ranges)
-        else:
-            await _scan_into(config, source, writer, summary, ranges)
-        await writer.commit()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await writer.abort()
-        raise
+        await writer.open()
+        try:
+            if source is None:
+                async with S3PageSource(config.location, config.connection) as s3:
+                    summary.requests = s3.stats
+                    await _scan_into(config, s3, writer, summary, ranges, checkpoint)
+            else:
+                await _scan_into(config, source, writer, summary, ranges, checkpoint)
+            await writer.commit()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                if checkpoint is not None:
+                    summary.checkpoint_saved = await checkpoint.save_after_failure()
+                await writer.abort()
+            raise
+    finally:
+        if checkpoint is not None:
+            checkpoint.close()
+    if checkpoint is not None:
+        # A checkpoint left behind would make the next run resume a scan that is finished.
+        try:
+            await checkpoint.store.clear()
+        except ScanError as exc:
+            raise ScanError(f"the output is complete, but {exc}; remove it before the next run") from exc
     finish_summary(summary, writer)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+async def _open_checkpoint(config: ScanConfig) -> Checkpoint | None:
+    if config.checkpoint is None:
+        return None
+    from scanner.checkpoint import Checkpoint
+    from scanner.checkpoint_store import open_store
+
+    store = open_store(config.checkpoint, config.connection, config.temp_dir)
+    await store.open()
+    return Checkpoint(store, config, config.checkpoint_interval)
 
 
 def finish_summary(summary: ScanSummary, writer: Writer) -> None:
@@ -133,25 +188,35 @@ async def _scan_into(
     writer: Writer,
     summary: ScanSummary,
     ranges: Sequence[KeyRange] | None,
+    checkpoint: Checkpoint | None = None,
 ) -> None:
     handle = PageHandler(config, summary)
     root = KeyRange(config.location.prefix)
     parallelism = config.connection.concurrency
 
     if config.ordered:
-        output = OrderedOutput(config.memory_budget, temp_dir=config.temp_dir)
+        restored = await checkpoint.restore() if checkpoint is not None else None
+        whole = ranges[0] if ranges else root
+        output = OrderedOutput(
+            config.memory_budget,
+            temp_dir=config.temp_dir,
+            first=restored.first if restored is not None else Segment(whole.start_after, whole.end),
+        )
 
         async def emit_ordered(slot: OutputSlot, records: list[ObjectRecord]) -> None:
             assert isinstance(slot, Segment)
-            await output.put(slot, handle(records))
+            chunk = handle(records)
+            # Before the chunk is put: a checkpoint taken at any await sees both or neither.
+            slot.listed = records[-1].key
+            await output.put(slot, chunk)
 
-        def split_slot(slot: OutputSlot, count: int) -> list[OutputSlot]:
+        def split_slot(slot: OutputSlot, parts: list[KeyRange]) -> list[OutputSlot]:
             assert isinstance(slot, Segment)
-            return list(output.insert_after(slot, count))
+            return list(output.insert_after(slot, [(part.start_after, part.end) for part in parts]))
 
-        def finish_slot(slot: OutputSlot) -> None:
+        def finish_slot(slot: OutputSlot, complete: bool) -> None:
             assert isinstance(slot, Segment)
-            output.finish(slot)
+            output.finish(slot, complete)
 
         enumerator = Enumerator(
             source,
@@ -162,13 +227,28 @@ async def _scan_into(
             finish_slot=finish_slot,
         )
         summary.enumeration = enumerator.stats
+        if restored is not None:
+            handle.restore(restored.counters)
+            for segment in restored.complete:
+                output.finish(segment)
+        if checkpoint is not None:
+            checkpoint.attach(output, handle.counters, lambda: not enumerator.stats.sequential)
+            # At once: a checkpoint location that cannot be written fails the scan now.
+            await checkpoint.save()
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(output.drain, writer.write)
-                if ranges is None:
+                if checkpoint is not None:
+                    group.start_soon(checkpoint.run_periodically)
+                if restored is not None:
+                    await enumerator.run_slots(restored.work)
+                elif ranges is None:
                     await enumerator.run(output.first)
                 else:
                     await enumerator.run_ranges(ranges, output.first)
+                if checkpoint is not None:
+                    await output.drained()
+                    group.cancel_scope.cancel()
         finally:
             summary.spilled_bytes = output.spilled_bytes
             output.close()
@@ -192,8 +272,8 @@ async def _scan_into(
         root,
         parallelism=parallelism,
         emit=emit_unordered,
-        split_slot=lambda slot, count: [slot] * count,
-        finish_slot=lambda slot: None,
+        split_slot=lambda slot, parts: [slot] * len(parts),
+        finish_slot=lambda slot, complete: None,
     )
     summary.enumeration = enumerator.stats
     async with anyio.create_task_group() as group:

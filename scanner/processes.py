@@ -105,8 +105,8 @@ async def plan_shards(config: ScanConfig) -> ShardPlan:
             KeyRange(config.location.prefix),
             parallelism=config.connection.concurrency,
             emit=_never,
-            split_slot=lambda slot, count: [slot] * count,
-            finish_slot=lambda slot: None,
+            split_slot=lambda slot, parts: [slot] * len(parts),
+            finish_slot=lambda slot, complete: None,
         )
         parts = config.processes * config.connection.concurrency
         first_page, ranges = await enumerator.plan(parts)

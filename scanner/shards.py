@@ -119,8 +119,8 @@ async def make_plan(location: S3Location, connection: ConnectionConfig, count: i
             root,
             parallelism=count,
             emit=_emit_nothing,
-            split_slot=lambda slot, n: [slot] * n,
-            finish_slot=lambda slot: None,
+            split_slot=lambda slot, parts: [slot] * len(parts),
+            finish_slot=lambda slot, complete: None,
         )
         first_page, ranges = await enumerator.plan(count * _PROBES_PER_SHARD)
         boundaries = [r.end for r in ranges if r.end is not None]

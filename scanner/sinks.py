@@ -1,8 +1,12 @@
 """Where the output goes: standard output or an atomically replaced local file.
 
-A file is written beside its target under a hidden temporary name, flushed, fsynced and renamed
-over the target only when the whole scan succeeded; on any failure or cancellation the temporary
-file is removed, so the target path either holds a complete output or is untouched.
+A file is written beside its target as an unnamed file (Linux ``O_TMPFILE``), flushed, fsynced
+and given its name only when the whole scan succeeded. A process killed outright (SIGKILL, the
+OOM killer, a node going away) therefore leaves nothing at the destination: the kernel frees an
+unnamed file with its last descriptor. Where unnamed files are not supported (other systems,
+some filesystems) the file gets a hidden temporary name instead, removed on any failure or
+cancellation that the process lives through. Either way the target path holds a complete output
+or is untouched.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class AtomicFileSink:
     def __init__(self, path: str) -> None:
         self.path = path
         self._temp_path: str | None = None
+        self._unnamed = False
         self._file: BinaryIO | None = None
 
     async def open(self) -> None:
@@ -75,12 +80,28 @@ class AtomicFileSink:
             return
         if not os.path.isdir(directory):
             raise UsageError(f"output directory {directory!r} does not exist")
-        name = os.path.basename(self.path)
         try:
-            fd, self._temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".partial")
+            fd = self._open_unnamed(directory)
+            if fd is None:
+                name = os.path.basename(self.path)
+                fd, self._temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".partial")
         except OSError as exc:
             raise UsageError(f"cannot write to output directory {directory!r}: {exc.strerror}") from exc
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
+
+    def _open_unnamed(self, directory: str) -> int | None:
+        """A file in ``directory`` with no name yet; ``None`` where the system cannot make one."""
+        flag = getattr(os, "O_TMPFILE", None)
+        if flag is None or not os.path.isdir("/proc/self/fd"):
+            return None
+        try:
+            fd = os.open(directory, flag | os.O_WRONLY, 0o666)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                return None
+            raise
+        self._unnamed = True
+        return fd
 
     async def write(self, chunk: bytes) -> None:
         assert self._file is not None
@@ -91,6 +112,18 @@ class AtomicFileSink:
 
     async def commit(self) -> None:
         assert self._file is not None
+        if self._unnamed:
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._name_unnamed()
+            except OSError as exc:
+                await self.abort()
+                raise self._write_error(exc) from exc
+            self._file.close()
+            self._file = None
+            _fsync_directory(os.path.dirname(os.path.abspath(self.path)))
+            return
         if self._temp_path is None:  # a device or a pipe
             try:
                 self._file.close()
@@ -112,12 +145,45 @@ class AtomicFileSink:
         self._temp_path = None
         _fsync_directory(os.path.dirname(os.path.abspath(self.path)))
 
+    def _name_unnamed(self) -> None:
+        """Give the unnamed file the target's name: at once when it is free, or under a hidden
+        name renamed over the existing target (renaming is the only atomic way to replace)."""
+        assert self._file is not None
+        directory = os.path.dirname(os.path.abspath(self.path))
+        # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N links the file the descriptor holds.
+        # os.link calls plain link(), which would link the /proc symlink itself, unless it is
+        # given a directory descriptor (ignored for absolute paths): that makes it use linkat.
+        source = f"/proc/self/fd/{self._file.fileno()}"
+        directory_fd = os.open(directory, os.O_RDONLY)
+        try:
+            try:
+                os.link(source, os.path.abspath(self.path), src_dir_fd=directory_fd, follow_symlinks=True)
+                return
+            except FileExistsError:
+                pass
+            name = os.path.basename(self.path)
+            while True:
+                hidden = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.partial")
+                try:
+                    os.link(source, hidden, src_dir_fd=directory_fd, follow_symlinks=True)
+                    break
+                except FileExistsError:
+                    continue
+        finally:
+            os.close(directory_fd)
+        try:
+            os.replace(hidden, self.path)
+        except OSError:
+            os.unlink(hidden)
+            raise
+
     async def abort(self) -> None:
         if self._file is not None:
             try:
                 self._file.close()
             except OSError:
                 pass  # a full disk fails the final flush too; the file goes away regardless
+            self._file = None
         if self._temp_path is not None:
             try:
                 os.unlink(self._temp_path)

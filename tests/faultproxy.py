@@ -325,7 +325,7 @@ class FaultProxy:
         self._connections.add(task)
         try:
             while True:
-                request = await _read_request(reader)
+                request = await _read_request(reader, writer)
                 if request is None:
                     break
                 self._flight(+1)
@@ -486,7 +486,7 @@ class FaultProxy:
         return await self._fetch("GET", f"{path}?{kept}", headers, b"")
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+async def _read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -501,6 +501,12 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
             name, _, value = line.partition(":")
             headers.append((name.strip(), value.strip()))
     length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
+    if any(k.lower() == "expect" and v.lower() == "100-continue" for k, v in headers):
+        # botocore sends uploads this way and waits for the go-ahead before the body; the
+        # request is forwarded whole, without the expectation.
+        headers = [(k, v) for k, v in headers if k.lower() != "expect"]
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
     body = await reader.readexactly(length) if length else b""
     return Request(method, target, headers, body)
 

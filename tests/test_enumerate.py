@@ -33,13 +33,16 @@ async def scan_ordered(bucket: MemoryBucket, prefix: str, parallelism: int, budg
     async def write(chunk: bytes) -> None:
         written.append(chunk)
 
-    def split_slot(slot: OutputSlot, count: int) -> list[OutputSlot]:
+    def split_slot(slot: OutputSlot, parts: list[KeyRange]) -> list[OutputSlot]:
         assert isinstance(slot, Segment)
-        return list(output.insert_after(slot, count))
+        return list(output.insert_after(slot, [(p.start_after, p.end) for p in parts]))
 
-    def finish_slot(slot: OutputSlot) -> None:
+    def finish_slot(slot: OutputSlot, complete: bool) -> None:
         assert isinstance(slot, Segment)
-        output.finish(slot)
+        output.finish(slot, complete)
+
+    released: list[Segment] = []
+    output.on_release = released.append
 
     enumerator = Enumerator(
         bucket,
@@ -53,6 +56,13 @@ async def scan_ordered(bucket: MemoryBucket, prefix: str, parallelism: int, budg
         group.start_soon(output.drain, write)
         await enumerator.run(output.first)
     output.close()
+    # The segments the writer went through tile the key space, each listed to its end: what a
+    # checkpoint relies on.
+    assert released[0].after is None
+    assert released[-1].end is None
+    assert all(segment.complete for segment in released)
+    for before, after in zip(released, released[1:], strict=False):
+        assert before.end == after.after
     keys: list[str] = []
     for line in b"".join(written).splitlines():
         keys.extend(orjson.loads(line))
