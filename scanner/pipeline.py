@@ -151,7 +151,7 @@ async def run_scan(
         try:
             await checkpoint.store.clear()
         except ScanError as exc:
-            raise ScanError(f"the output is complete, but {exc}; remove it before the next run") from exc
+            raise type(exc)(f"the output is complete, but {exc}; remove it before the next run") from exc
     finish_summary(summary, writer)
     summary.seconds = time.perf_counter() - started
     return summary

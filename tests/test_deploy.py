@@ -628,6 +628,14 @@ def test_iam_policies_cover_what_the_manifests_use() -> None:
             for action in ("s3:GetObject", "s3:PutObject"):
                 assert allowed(full, action, f"{state_bucket}/{state_key}"), (name, action)
             assert allowed(full, "s3:ListBucket", state_bucket, state_key)
+        if any(arg.split("=", 1)[0] == "--checkpoint" for arg in container["args"]):
+            checkpoint_bucket, checkpoint_prefix = s3_uri(arg_value(container, "--checkpoint"))
+            assert not checkpoint_prefix.startswith(prefix), name
+            piece = f"{checkpoint_bucket}/{checkpoint_prefix}piece-0-000001"
+            for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
+                assert allowed(full, action, piece), (name, action)
+            # Removing a checkpoint lists its pieces.
+            assert allowed(full, "s3:ListBucket", checkpoint_bucket, checkpoint_prefix + "piece-")
 
 
 def test_irsa_trust_policy_trusts_only_the_scanner_service_account() -> None:
