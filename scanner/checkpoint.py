@@ -271,11 +271,12 @@ class Checkpoint:
             await anyio.sleep(self._interval)
             await self.save()
 
-    async def save(self) -> None:
-        """Make every journaled byte durable, then replace the manifest with one naming them."""
+    async def save(self) -> bool:
+        """Make every journaled byte durable, then replace the manifest with one naming them;
+        whether it saved (a scan that cannot resume does not)."""
         async with self._lock:
             if self._output is None or not self._resumable():
-                return
+                return False
             if self._piece is not None:
                 self._unpublished.append(self._piece)
                 self._piece = None
@@ -285,15 +286,15 @@ class Checkpoint:
                 self._unpublished.pop(0)
             await self.store.write_manifest(manifest)
             self.saves += 1
+            return True
 
     async def save_after_failure(self) -> bool:
         """One more save when the scan stops early; whether it was saved."""
         with anyio.move_on_after(FINAL_SAVE_SECONDS, shield=True):
             try:
-                await self.save()
+                return await self.save()
             except (ScanError, OSError):
                 return False
-            return self.saves > 0
         return False
 
     def _manifest(self) -> bytes:

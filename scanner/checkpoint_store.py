@@ -32,18 +32,22 @@ _BLOCK: Final = 1 << 20
 class Piece:
     """One piece being journaled: bytes are appended as chunks arrive, unbuffered."""
 
-    def __init__(self, name: str, file: IO[bytes]) -> None:
+    def __init__(self, name: str, file: IO[bytes], where: str) -> None:
         self.name = name
         self.file = file
         self.size = 0
+        self._where = where
 
     def append(self, chunk: bytes) -> int:
         """Append ``chunk``; its offset in the piece."""
         offset = self.size
         view = memoryview(chunk)
-        while view:
-            written = os.write(self.file.fileno(), view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self.file.fileno(), view)
+                view = view[written:]
+        except OSError as exc:
+            raise ScanError(f"cannot write the checkpoint for {self._where}: {exc.strerror}") from exc
         self.size += len(chunk)
         return offset
 
@@ -122,7 +126,7 @@ class LocalCheckpointStore:
     def new_piece(self, name: str) -> Piece:
         path = os.path.join(self.directory, name)
         try:
-            return Piece(name, open(path, "wb", buffering=0))
+            return Piece(name, open(path, "wb", buffering=0), self.where)
         except OSError as exc:
             raise ScanError(f"cannot write the checkpoint in {self.directory!r}: {exc.strerror}") from exc
 
@@ -199,7 +203,11 @@ class S3CheckpointStore:
         await upload.commit()
 
     def new_piece(self, name: str) -> Piece:
-        return Piece(name, tempfile.TemporaryFile(dir=self._temp_dir, buffering=0))
+        try:
+            file = tempfile.TemporaryFile(dir=self._temp_dir, buffering=0)  # noqa: SIM115 - Piece owns it
+        except OSError as exc:
+            raise ScanError(f"cannot stage the checkpoint for {self.where}: {exc.strerror}") from exc
+        return Piece(name, file, self.where)
 
     async def publish(self, piece: Piece) -> None:
         from scanner.s3.upload import S3UploadSink
