@@ -151,6 +151,7 @@ class Checkpoint:
         self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.saves = 0
         self._resumable: Callable[[], bool] = lambda: True
+        self._valid = True
 
     # -- resuming --------------------------------------------------------------------------
 
@@ -264,6 +265,10 @@ class Checkpoint:
         else:
             self._released.append(saved)
 
+    def invalidate(self) -> None:
+        """A page was counted but not journaled: save nothing more (the last save stays valid)."""
+        self._valid = False
+
     # -- saving ----------------------------------------------------------------------------
 
     async def run_periodically(self) -> None:
@@ -275,7 +280,7 @@ class Checkpoint:
         """Make every journaled byte durable, then replace the manifest with one naming them;
         whether it saved (a scan that cannot resume does not)."""
         async with self._lock:
-            if self._output is None or not self._resumable():
+            if self._output is None or not self._valid or not self._resumable():
                 return False
             if self._piece is not None:
                 self._unpublished.append(self._piece)
@@ -289,10 +294,10 @@ class Checkpoint:
             return True
 
     async def save_after_failure(self) -> bool:
-        """One more save when the scan stops early; whether it was saved."""
+        """One more save when the scan stops early; whether it saved any progress."""
         with anyio.move_on_after(FINAL_SAVE_SECONDS, shield=True):
             try:
-                return await self.save()
+                return await self.save() and self._counters().objects > 0
             except (ScanError, OSError):
                 return False
         return False

@@ -512,15 +512,21 @@ def _publish(
     try:
         if reporting.summary_path is not None:
             write_summary(reporting.summary_path, document)
-        if reporting.pushgateway is not None:
-            labels = {"bucket": config.location.bucket}
-            shard = os.environ.get("JOB_COMPLETION_INDEX")
-            if config.shard_range is not None and shard is not None:
-                labels["shard"] = shard
-            push_metrics(reporting.pushgateway, labels, prometheus_text(document, failure is None))
     except ScanError as exc:
         _print_error(str(exc), secrets)
         return code or exc.exit_code
+    if reporting.pushgateway is not None:
+        labels = {"bucket": config.location.bucket}
+        shard = os.environ.get("JOB_COMPLETION_INDEX")
+        if config.shard_range is not None and shard is not None:
+            labels["shard"] = shard
+        try:
+            push_metrics(reporting.pushgateway, labels, prometheus_text(document, failure is None))
+        except ScanError as exc:
+            # Metrics are not the scan's result: by now its output and state are committed, and
+            # failing the run would make a Job retry it, replacing a good output with a later
+            # listing (an empty change list, for an incremental run).
+            print(f"warning: {redact(str(exc), secrets)}", file=sys.stderr, flush=True)
     return code
 
 

@@ -124,17 +124,27 @@ class OrderedOutput:
             segment = segment.next
         return found
 
-    async def put(self, segment: Segment, chunk: bytes) -> None:
+    async def put(self, segment: Segment, chunk: bytes, last_key: str | None = None) -> None:
+        """``add``, then wait while the head's buffer is full (backpressure on its producer)."""
+        self.add(segment, chunk, last_key)
+        await self.wait_for_room(segment)
+
+    def add(self, segment: Segment, chunk: bytes, last_key: str | None = None) -> None:
+        """Add ``chunk`` to ``segment``; ``last_key`` is the last key listed into it so far.
+
+        Synchronous, so a checkpoint (taken at an await) sees a segment's bytes and its
+        ``listed`` key change together; the key is recorded only once the chunk is journaled.
+        """
+        if self.journal is not None and chunk:
+            self.journal(segment, chunk)
+        if last_key is not None:
+            segment.listed = last_key
         if not chunk:
             return
-        if self.journal is not None:
-            self.journal(segment, chunk)
         if segment is self._head and segment._spill is None:
             segment._chunks.append(chunk)
             segment._buffered += len(chunk)
             segment._notify()
-            while segment is self._head and segment._buffered > self._head_limit:
-                await self._drained.wait()
             return
         if segment._spill is None and self._buffered + len(chunk) <= self._memory_budget:
             segment._chunks.append(chunk)
@@ -142,6 +152,10 @@ class OrderedOutput:
             self._buffered += len(chunk)
             return
         self._spill_chunk(segment, chunk)
+
+    async def wait_for_room(self, segment: Segment) -> None:
+        while segment is self._head and segment._buffered > self._head_limit:
+            await self._drained.wait()
 
     def _spill_chunk(self, segment: Segment, chunk: bytes) -> None:
         spill = segment._spill

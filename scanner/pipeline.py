@@ -205,10 +205,15 @@ async def _scan_into(
 
         async def emit_ordered(slot: OutputSlot, records: list[ObjectRecord]) -> None:
             assert isinstance(slot, Segment)
-            chunk = handle(records)
-            # Before the chunk is put: a checkpoint taken at any await sees both or neither.
-            slot.listed = records[-1].key
-            await output.put(slot, chunk)
+            try:
+                output.add(slot, handle(records), records[-1].key)
+            except BaseException:
+                # Counted or filtered but not saved: the checkpoint's counts are off from here
+                # on, so it keeps its last save.
+                if checkpoint is not None:
+                    checkpoint.invalidate()
+                raise
+            await output.wait_for_room(slot)
 
         def split_slot(slot: OutputSlot, parts: list[KeyRange]) -> list[OutputSlot]:
             assert isinstance(slot, Segment)

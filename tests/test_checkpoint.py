@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from scanner.checkpoint import SavedSegment, merge_segments
 from scanner.cli import first_failure
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
+from scanner.errors import ScanError
 from scanner.pipeline import ScanSummary, run_scan
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
 from tests.faultproxy import FaultProxy
@@ -146,6 +147,37 @@ def test_a_stopped_scan_resumes_without_listing_finished_ranges(tmp_path: Path, 
     # range boundaries).
     assert resumed_source.returned <= len(keys) - summary.resumed_objects + 1000 * 8
     assert os.listdir(tmp_path / "checkpoint") == []
+
+
+def test_a_checkpoint_that_fails_to_journal_records_no_key_without_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk under the checkpoint fills up mid-scan: what is saved must still resume exactly."""
+    from scanner import checkpoint_store
+
+    keys = nested_keys(20_000)
+    reference = tmp_path / "reference.jsonl"
+    _scan(ScanConfig(parse_s3_uri("s3://bucket"), ConnectionConfig(), str(reference)), MemoryBucket(keys))
+    append = checkpoint_store.Piece.append
+    calls = 0
+
+    def append_until_full(piece: checkpoint_store.Piece, chunk: bytes) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 6:
+            raise ScanError("cannot write the checkpoint: No space left on device")
+        return append(piece, chunk)
+
+    config = _config(tmp_path)
+    monkeypatch.setattr(checkpoint_store.Piece, "append", append_until_full)
+    with pytest.raises(BaseException) as stopped:  # noqa: PT011 - task groups wrap the failure
+        _scan(config, MemoryBucket(keys, latency=0.002))
+    assert "No space left" in str(first_failure(stopped.value))
+    monkeypatch.setattr(checkpoint_store.Piece, "append", append)
+    summary = _scan(config, MemoryBucket(keys))
+    # The last save before the failure, at most the 6 pages journaled.
+    assert summary.resumed_objects <= 6000
+    assert Path(config.output).read_bytes() == reference.read_bytes()
 
 
 def test_resume_with_items_and_filters(tmp_path: Path) -> None:

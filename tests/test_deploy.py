@@ -49,21 +49,8 @@ MEASURED_PEAK_RSS = 90 * 10**6  # bytes, a 100k-key scan
 DESIGN_CEILING_RSS = 150 * 10**6  # bytes, what the scanner is designed to stay under
 # Exit codes no retry can fix (README, "Exit codes"): usage, credentials/access, no such bucket.
 NON_RETRYABLE_EXIT_CODES = [2, 3, 4]
-# Options the manifests use before the scanner has them (issue 5): argparse dest names.
-PLANNED_OPTIONS = frozenset(
-    {
-        "group",
-        "type",
-        "state",
-        "changes_only",
-        "shard",
-        "shard_count",
-        "log_format",
-        "pushgateway",
-        "summary",
-        "processes",
-    }
-)
+# Settings the scanner reads from the environment only (no option of their own).
+ENVIRONMENT_ONLY = frozenset({"SCANNER_SHARD_COUNT"})
 # Pod volume types the "restricted" Pod Security Standard allows.
 RESTRICTED_VOLUME_TYPES = frozenset(
     {
@@ -485,7 +472,7 @@ def test_variable_references_resolve(manifests: list[Manifest]) -> None:
 
 
 def scan_options() -> tuple[set[str], set[str]]:
-    """(option strings, SCANNER_* names) of ``scanner scan``, now and planned."""
+    """(option strings, SCANNER_* names) of ``scanner scan``."""
     # Imported here so that the rest of this module runs even while the scanner does not import.
     from scanner.cli import build_parser
 
@@ -493,13 +480,11 @@ def scan_options() -> tuple[set[str], set[str]]:
     scan = subparsers.choices["scan"]
     actions = [action for action in scan._actions if action.dest != "help"]
     flags = {flag for action in actions for flag in action.option_strings}
-    flags |= {"--" + dest.replace("_", "-") for dest in PLANNED_OPTIONS}
-    env = {"SCANNER_" + action.dest.upper() for action in actions}
-    env |= {"SCANNER_" + dest.upper() for dest in PLANNED_OPTIONS}
+    env = {"SCANNER_" + action.dest.upper() for action in actions} | ENVIRONMENT_ONLY
     return flags, env
 
 
-def test_manifests_use_only_options_the_scanner_has_or_plans(manifests: list[Manifest]) -> None:
+def test_manifests_use_only_options_the_scanner_has(manifests: list[Manifest]) -> None:
     flags, env_names = scan_options()
     config = one(manifests, "ConfigMap", "bucket-scanner")["data"]
     for key, value in config.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -61,7 +63,7 @@ async def scan_ordered(bucket: MemoryBucket, prefix: str, parallelism: int, budg
     assert released[0].after is None
     assert released[-1].end is None
     assert all(segment.complete for segment in released)
-    for before, after in zip(released, released[1:], strict=False):
+    for before, after in itertools.pairwise(released):
         assert before.end == after.after
     keys: list[str] = []
     for line in b"".join(written).splitlines():

@@ -100,14 +100,20 @@ def test_metrics_pushed_at_the_end(moto_target: S3Target, tmp_path: Path, pushga
     assert "bucket_scanner_last_run_success 0" in _Capture.pushes[-1][2].decode()
 
 
-def test_unreachable_pushgateway_is_one_error(moto_target: S3Target, tmp_path: Path) -> None:
+def test_unreachable_pushgateway_is_one_warning(moto_target: S3Target, tmp_path: Path) -> None:
+    """The output is committed by then: a Job must not retry (and overwrite) a finished scan."""
     bucket = moto_target.new_bucket(["k"])
     result = run_scanner(
         ["scan", f"s3://{bucket}", "-o", str(tmp_path / "o"), "--pushgateway", "http://127.0.0.1:9"],
         moto_target.env(),
     )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: pushing metrics")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("warning: pushing metrics")
+    assert (tmp_path / "o").read_bytes().count(b"\n") == 1
+    failed = run_scanner(
+        ["scan", "s3://no-such-bucket", "--pushgateway", "http://127.0.0.1:9"], moto_target.env()
+    )
+    assert failed.returncode == 4, "a failed scan keeps its own exit code"
 
 
 def test_progress_line_on_a_terminal(moto_target: S3Target, tmp_path: Path) -> None:
