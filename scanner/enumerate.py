@@ -269,6 +269,10 @@ class Enumerator:
         try:
             while True:
                 page = await self._source.list_page(key_range, token=token, max_keys=max_keys)
+                # Full pages from here on, even near the range's end: a request costs about the
+                # same whatever its max-keys (RGW: 12-15 ms of server CPU for 1 to 1000 keys;
+                # S3: one round trip), so a short page saves nothing and one guessed too short
+                # costs another request. The keys past the end are dropped.
                 max_keys = MAX_KEYS_PER_PAGE
                 records = page.records
                 after = key_range.start_after
@@ -296,7 +300,6 @@ class Enumerator:
                     token = _next_token(page, token)
                 if token is None:
                     key_range = self._maybe_split(group, key_range, slot, records)
-                    max_keys = _next_page_size(key_range, records)
         finally:
             self._alive -= 1
             self.stats.ranges_done += 1
@@ -346,21 +349,6 @@ def _next_token(page: ListPage, sent: str | None) -> str:
     if token == sent:
         raise ScanError("the server repeated a continuation token; listing on would loop forever")
     return token
-
-
-def _next_page_size(rest: KeyRange, page: list[ObjectRecord]) -> int:
-    """A full page, or a little more than the keys the rest of a bounded range should hold.
-
-    Whatever a page brings past the range's end is thrown away (the next range lists it), so
-    asking for about what is left saves the server that work; guessing low costs one more
-    small request, never a key.
-    """
-    if rest.end is None:
-        return MAX_KEYS_PER_PAGE
-    remaining = estimate_remaining(page[0].key, page[-1].key, len(page), rest.end)
-    if remaining >= MAX_KEYS_PER_PAGE:
-        return MAX_KEYS_PER_PAGE
-    return max(_PROBE_KEYS // 2, int(remaining * 1.2) + 20)
 
 
 def _count_up_to(records: Sequence[ObjectRecord], end: str) -> int:
