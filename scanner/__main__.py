@@ -1,7 +1,19 @@
-"""``python -m scanner``."""
+"""``python -m scanner`` and the installed ``scanner`` command."""
 
+import gc
 import sys
 
-from scanner.cli import main
 
-sys.exit(main())
+def run() -> None:
+    # Start-up (imports, the botocore client) makes some 80,000 long-lived objects and next to
+    # no garbage: collecting every 700 net allocations, the default, costs 40-50 ms of it for
+    # nothing. The S3 client keeps the same threshold for the scan, and freezes what start-up
+    # made. Set before the imports, so the command imports nothing at module level.
+    gc.set_threshold(20_000, 10, 10)
+    from scanner.cli import main
+
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -127,7 +127,8 @@ def _scan_until_it_fails(config: ScanConfig, source: FailingBucket) -> None:
     assert isinstance(first_failure(stopped.value), StopAfter)
 
 
-@pytest.mark.parametrize("stop_at", [1, 3, 12, 40])
+# 30,000 keys take at least 30 pages of 1000, so every stop point below falls mid-scan.
+@pytest.mark.parametrize("stop_at", [1, 3, 12, 27])
 def test_a_stopped_scan_resumes_without_listing_finished_ranges(tmp_path: Path, stop_at: int) -> None:
     keys = nested_keys(30_000)
     reference = tmp_path / "reference.jsonl"
