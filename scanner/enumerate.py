@@ -8,7 +8,9 @@
 3. When a range comes back truncated and fewer ranges are alive than requests may be in flight,
    the rest of it, (last key seen, upper bound], is split at byte-wise midpoints; the worker keeps
    the first part and new workers take the others. So a flat or skewed key space fans out as it
-   goes, and no hint is needed.
+   goes, and no hint is needed. Once discovery has cut the key space, a range splits only after
+   it has proved heavy (a skewed folder): byte-wise cuts of hierarchical keys mostly land in
+   empty space, and every split adds probes and partial pages the server pays for in full.
 
 Every key lands in exactly one range (``keyspace`` proves the tiling), every page is checked to
 start after its ``StartAfter`` (a server ignoring it would otherwise duplicate keys), and pages
@@ -41,6 +43,11 @@ _PROBE_KEYS: Final = 100
 # Splitting off less than this many keys costs more (a partly wasted page where the new range
 # meets the next one) than it saves.
 _MIN_KEYS_PER_PART: Final = 2 * MAX_KEYS_PER_PAGE
+# After discovery has cut the key space at real points, a range splits only once it has listed
+# this many pages: about 8,000 keys, more than its share unless the bucket is skewed or large.
+# On 100k DICOM keys (RGW, concurrency 16) splitting earlier cost 137 requests instead of 109
+# and 8% of the throughput, because the estimate of what is left is rough across folders.
+_PAGES_BEFORE_SPLIT_AFTER_CUTS: Final = 8
 
 
 class PageSource(Protocol):
@@ -104,6 +111,7 @@ class Enumerator:
         self._alive = 0
         self._cuts_pending = False
         self._cuts: list[str] | None = None
+        self._cut_at_discovered_points = False
         self.stats = EnumerationStats()
 
     async def run(self, first_slot: OutputSlot) -> None:
@@ -266,9 +274,11 @@ class Enumerator:
         token: str | None = None
         max_keys = _PROBE_KEYS if probe else MAX_KEYS_PER_PAGE
         complete = False
+        pages = 0
         try:
             while True:
                 page = await self._source.list_page(key_range, token=token, max_keys=max_keys)
+                pages += 1
                 # Full pages from here on, even near the range's end: a request costs about the
                 # same whatever its max-keys (RGW: 12-15 ms of server CPU for 1 to 1000 keys;
                 # S3: one round trip), so a short page saves nothing and one guessed too short
@@ -299,14 +309,19 @@ class Enumerator:
                     # A truncated page without keys: only the token can move on.
                     token = _next_token(page, token)
                 if token is None:
-                    key_range = self._maybe_split(group, key_range, slot, records)
+                    key_range = self._maybe_split(group, key_range, slot, records, pages)
         finally:
             self._alive -= 1
             self.stats.ranges_done += 1
             self._finish_slot(slot, complete)
 
     def _maybe_split(
-        self, group: TaskGroup, rest: KeyRange, slot: OutputSlot, page: list[ObjectRecord]
+        self,
+        group: TaskGroup,
+        rest: KeyRange,
+        slot: OutputSlot,
+        page: list[ObjectRecord],
+        pages_listed: int,
     ) -> KeyRange:
         """Give idle request slots the upper parts of ``rest``; keep the first part."""
         if self._cuts_pending:
@@ -315,9 +330,12 @@ class Enumerator:
             cuts, self._cuts = self._cuts, None
             parts = ranges_from_boundaries(rest, cuts, self._parallelism - self._alive + 1)
             if len(parts) > 1:
+                self._cut_at_discovered_points = True
                 return self._hand_out(group, parts, slot, probe=False)
         idle = self._parallelism - self._alive
         if idle < 1 or rest.start_after is None:
+            return rest
+        if self._cut_at_discovered_points and pages_listed < _PAGES_BEFORE_SPLIT_AFTER_CUTS:
             return rest
         remaining = estimate_remaining(page[0].key, page[-1].key, len(page), rest.end)
         ways = min(idle + 1, _MAX_SPLIT_WAYS, int(min(remaining, 1e9) // _MIN_KEYS_PER_PART))

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanner.enumerate import Enumerator, OutputSlot
+from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot
 from scanner.keyspace import KeyRange
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
@@ -24,7 +24,13 @@ folder_keys = st.builds(
 )
 
 
-async def scan_ordered(bucket: MemoryBucket, prefix: str, parallelism: int, budget: int) -> list[str]:
+async def scan_ordered(
+    bucket: MemoryBucket,
+    prefix: str,
+    parallelism: int,
+    budget: int,
+    stats: list[EnumerationStats] | None = None,
+) -> list[str]:
     output = OrderedOutput(memory_budget=budget, head_limit=64)
     written: list[bytes] = []
 
@@ -58,6 +64,8 @@ async def scan_ordered(bucket: MemoryBucket, prefix: str, parallelism: int, budg
         group.start_soon(output.drain, write)
         await enumerator.run(output.first)
     output.close()
+    if stats is not None:
+        stats.append(enumerator.stats)
     # The segments the writer went through tile the key space, each listed to its end: what a
     # checkpoint relies on.
     assert released[0].after is None
@@ -111,3 +119,33 @@ def test_a_wide_bucket_fans_out_without_much_waste() -> None:
     assert len(bucket.requests) < ideal_pages * 4
     # More than one range was listed at a time.
     assert len({after for _, after, _ in bucket.requests}) > ideal_pages
+
+
+def test_ranges_cut_at_folders_are_not_split_again_by_bytes() -> None:
+    """Evenly filled folders: discovery's cuts balance the work, byte-wise cuts would only waste.
+
+    Byte-wise midpoints of hierarchical keys mostly fall where no key is, and each split costs
+    probes and a partial page where ranges meet: requests a CPU-bound server pays for in full.
+    """
+    keys = [f"study{s:03d}/series{r}/img{i:03d}.dcm" for s in range(40) for r in range(4) for i in range(25)]
+    bucket = MemoryBucket(keys, page_size=100, latency=0.002)
+    stats: list[EnumerationStats] = []
+    assert anyio.run(scan_ordered, bucket, "", 8, 10**9, stats) == sorted(keys)
+    assert stats[0].splits == 1  # the cut at discovery's folders, nothing after it
+    assert stats[0].probes == 0
+    assert len(bucket.requests) <= len(keys) // 100 + 8 + 3
+
+
+def test_a_heavy_folder_still_fans_out_after_discovery() -> None:
+    """One folder holds 90% of the keys: its range proves heavy and splits as it goes."""
+    keys = [f"big/{i:06d}.bin" for i in range(18_000)]
+    keys += [f"small{i % 9}/{i:06d}.bin" for i in range(2_000)]
+    bucket = MemoryBucket(keys, page_size=100, latency=0.002)
+    stats: list[EnumerationStats] = []
+    assert anyio.run(scan_ordered, bucket, "", 8, 10**9, stats) == sorted(keys)
+    assert stats[0].splits > 1
+    # A range that starts at a byte-wise cut begins after a point that is no key.
+    listed = set(keys)
+    cut_inside_big = {a for _, a, _ in bucket.requests if a and a.startswith("big/") and a not in listed}
+    assert len(cut_inside_big) >= 3
+    assert bucket.returned < len(keys) * 1.3
