@@ -6,11 +6,13 @@
 2. Each range is listed flat, page after page with ``StartAfter`` = the last key seen, and stops
    at its inclusive upper bound (the rest of that page belongs to the next range).
 3. When a range comes back truncated and fewer ranges are alive than requests may be in flight,
-   the rest of it, (last key seen, upper bound], is split at byte-wise midpoints; the worker keeps
-   the first part and new workers take the others. So a flat or skewed key space fans out as it
-   goes, and no hint is needed. Once discovery has cut the key space, a range splits only after
-   it has proved heavy (a skewed folder): byte-wise cuts of hierarchical keys mostly land in
-   empty space, and every split adds probes and partial pages the server pays for in full.
+   the rest of it, (last key seen, upper bound], is split: at the next blocks of a counter when
+   the page ended inside one (``img0...`` -> ``img1``, ``img2``), else at byte-wise midpoints.
+   The worker keeps the first part and new workers take the others. So a flat or skewed key
+   space fans out as it goes, and no hint is needed. Once discovery has cut the key space, a
+   range splits only after it has proved heavy (a skewed folder), and the ranges split off it
+   split freely: byte-wise cuts of hierarchical keys mostly land in empty space, and every
+   split adds probes and partial pages the server pays for in full.
 
 Every key lands in exactly one range (``keyspace`` proves the tiling), every page is checked to
 start after its ``StartAfter`` (a server ignoring it would otherwise duplicate keys), and pages
@@ -29,7 +31,13 @@ from anyio.abc import TaskGroup
 
 from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.errors import ScanError
-from scanner.keyspace import KeyRange, estimate_remaining, ranges_from_boundaries, split
+from scanner.keyspace import (
+    KeyRange,
+    estimate_remaining,
+    ranges_from_boundaries,
+    sibling_split,
+    split,
+)
 from scanner.records import ObjectRecord
 from scanner.s3.parse import ListPage
 
@@ -259,10 +267,11 @@ class Enumerator:
         slot: OutputSlot,
         *,
         probe: bool,
+        split_off: bool = False,
     ) -> None:
         self._alive += 1
         self.stats.ranges += 1
-        group.start_soon(self._list_range, group, key_range, slot, probe)
+        group.start_soon(self._list_range, group, key_range, slot, probe, split_off)
 
     async def _list_range(
         self,
@@ -270,11 +279,13 @@ class Enumerator:
         key_range: KeyRange,
         slot: OutputSlot,
         probe: bool,
+        split_off: bool,
     ) -> None:
         token: str | None = None
         max_keys = _PROBE_KEYS if probe else MAX_KEYS_PER_PAGE
         complete = False
-        pages = 0
+        # A range split off a heavy one lies in a heavy region: it has nothing left to prove.
+        pages = _PAGES_BEFORE_SPLIT_AFTER_CUTS if split_off else 0
         try:
             while True:
                 page = await self._source.list_page(key_range, token=token, max_keys=max_keys)
@@ -309,7 +320,7 @@ class Enumerator:
                     # A truncated page without keys: only the token can move on.
                     token = _next_token(page, token)
                 if token is None:
-                    key_range = self._maybe_split(group, key_range, slot, records, pages)
+                    key_range, max_keys = self._maybe_split(group, key_range, slot, records, pages)
         finally:
             self._alive -= 1
             self.stats.ranges_done += 1
@@ -322,40 +333,57 @@ class Enumerator:
         slot: OutputSlot,
         page: list[ObjectRecord],
         pages_listed: int,
-    ) -> KeyRange:
-        """Give idle request slots the upper parts of ``rest``; keep the first part."""
+    ) -> tuple[KeyRange, int]:
+        """Give idle request slots the upper parts of ``rest``; keep the first part.
+
+        Returns the part kept and how many keys its next request asks for.
+        """
+        unsplit = (rest, MAX_KEYS_PER_PAGE)
         if self._cuts_pending:
-            return rest  # discovery will cut better than bytes can
+            return unsplit  # discovery will cut better than bytes can
         if self._cuts is not None:
             cuts, self._cuts = self._cuts, None
             parts = ranges_from_boundaries(rest, cuts, self._parallelism - self._alive + 1)
             if len(parts) > 1:
                 self._cut_at_discovered_points = True
-                return self._hand_out(group, parts, slot, probe=False)
+                return self._hand_out(group, parts, slot, probe=False), MAX_KEYS_PER_PAGE
         idle = self._parallelism - self._alive
         if idle < 1 or rest.start_after is None:
-            return rest
+            return unsplit
         if self._cut_at_discovered_points and pages_listed < _PAGES_BEFORE_SPLIT_AFTER_CUTS:
-            return rest
-        remaining = estimate_remaining(page[0].key, page[-1].key, len(page), rest.end)
-        ways = min(idle + 1, _MAX_SPLIT_WAYS, int(min(remaining, 1e9) // _MIN_KEYS_PER_PART))
+            return unsplit
+        remaining = min(estimate_remaining(page[0].key, page[-1].key, len(page), rest.end), 1e9)
+        # A page that ended inside a counter shows where the next keys are: the next blocks of
+        # it, each most likely full, so each new part starts with a full page. The part kept
+        # here is what is left of the page's own block, often nothing: it probes first.
+        ways = min(idle + 1, int(remaining // MAX_KEYS_PER_PAGE))
+        parts = sibling_split(rest, page[0].key, page[-1].key, ways) if ways > 1 else [rest]
+        if len(parts) > 1:
+            return self._hand_out(group, parts, slot, probe=False, split_off=True), _PROBE_KEYS
+        ways = min(idle + 1, _MAX_SPLIT_WAYS, int(remaining // _MIN_KEYS_PER_PART))
         if ways < 2:
-            return rest
+            return unsplit
         parts = split(rest, rest.start_after, ways)
         if len(parts) < 2:
-            return rest
+            return unsplit
         # Keys cluster (folders, dense runs of digits) where byte-wise cuts cannot see it, so a
         # cut range may well be empty: its first request only probes.
-        return self._hand_out(group, parts, slot, probe=True)
+        return self._hand_out(group, parts, slot, probe=True, split_off=True), MAX_KEYS_PER_PAGE
 
     def _hand_out(
-        self, group: TaskGroup, parts: list[KeyRange], slot: OutputSlot, *, probe: bool
+        self,
+        group: TaskGroup,
+        parts: list[KeyRange],
+        slot: OutputSlot,
+        *,
+        probe: bool,
+        split_off: bool = False,
     ) -> KeyRange:
         """Start workers for all but the first of ``parts``; the caller keeps the first."""
         self.stats.splits += 1
         new_slots = self._split_slot(slot, parts[1:])
         for part, new_slot in zip(parts[1:], new_slots, strict=True):
-            self._start(group, part, new_slot, probe=probe)
+            self._start(group, part, new_slot, probe=probe, split_off=split_off)
         return parts[0]
 
 

@@ -177,6 +177,59 @@ def _split_points(low: str, high: str | None, prefix: str, parts: int, out: list
     _split_points(middle, high, prefix, parts - left, out)
 
 
+# The alphabets a counter in a key is written in, each with its last character: a sibling past
+# it would only cut empty ranges (the last range takes everything after the last cut anyway).
+_ALPHABETS: Final = (("0123456789", "9"), ("0123456789abcdef", "f"), ("abcdefghijklmnopqrstuvwxyz", "z"))
+_UPPER: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _counter_ceiling(*chars: str) -> str | None:
+    """The last character of the narrowest alphabet holding all ``chars``, if any does."""
+    for alphabet, last in _ALPHABETS:
+        if all(c in alphabet for c in chars):
+            return last
+    return "Z" if all(c in _UPPER for c in chars) else None
+
+
+def sibling_split(rest: KeyRange, first: str, last: str, parts: int) -> list[KeyRange]:
+    """Split ``rest`` at the blocks that follow the one a page from ``first`` to ``last`` filled.
+
+    When the page's keys differ inside a counter (``img00100`` to ``img01099``), the keys after
+    it most likely sit in the next blocks of that counter: the shared prefix with its last digit
+    counted up (``img1``, ``img2``...), then, past the alphabet's end, the digit before it
+    (``img1`` ... ``img9``, then ``im1`` is no counter, so it stops; ``00019`` goes on with
+    ``0002``, ``0003``...: blocks ten times larger). Each part is one block. Byte-wise midpoints
+    cannot see such blocks, a sliver of the byte space: cut at them, a range closes in on its
+    keys a few bits per split, one round trip after another.
+
+    Returns ``[rest]`` when the page does not end inside a counter or no sibling lies inside
+    ``rest``. Like ``split``, the parts tile ``rest`` exactly.
+    """
+    after = rest.start_after
+    common = _common_prefix(first, last)
+    level = len(common) - 1
+    if parts < 2 or after is None or level < len(rest.prefix) or len(first) <= level + 1:
+        return [rest]
+    ceiling = _counter_ceiling(common[level], first[level + 1], last[level + 1])
+    if ceiling is None:
+        return [rest]
+    points: list[str] = []
+    while level >= len(rest.prefix) and _counter_ceiling(common[level], ceiling) == ceiling:
+        for code in range(ord(common[level]) + 1, ord(ceiling) + 1):
+            point = common[:level] + chr(code)
+            if len(points) == parts - 1 or (rest.end is not None and point >= rest.end):
+                return _tile(rest, points)
+            if point > after:
+                points.append(point)
+        level -= 1
+    return _tile(rest, points)
+
+
+def _tile(rest: KeyRange, points: list[str]) -> list[KeyRange]:
+    bounds: list[str | None] = [rest.start_after, *points, rest.end]
+    return [KeyRange(rest.prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
 _SCALE_BYTES: Final = 16
 
 

@@ -5,7 +5,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.keyspace import KeyRange, midpoint, ranges_from_boundaries, split
+from scanner.keyspace import KeyRange, midpoint, ranges_from_boundaries, sibling_split, split
 
 # Any valid key text: every plane, no surrogates (they cannot be UTF-8 encoded).
 key_chars = st.characters(blacklist_categories=("Cs",))
@@ -119,3 +119,66 @@ def test_hex_split_lands_inside_the_alphabet() -> None:
     pieces = split(KeyRange(""), "003e", 4)
     ends = [p.end for p in pieces[:-1]]
     assert all(e is not None and e < "\x80" for e in ends[:2])
+
+
+@given(
+    st.sets(any_keys, min_size=2, max_size=60),
+    st.data(),
+    st.one_of(st.none(), any_keys),
+    st.integers(min_value=2, max_value=9),
+    st.text("ab/", max_size=2),
+)
+@settings(max_examples=300)
+def test_sibling_split_tiles_the_range_exactly(
+    bucket: set[str], data: st.DataObject, end: str | None, parts: int, prefix: str
+) -> None:
+    keys = sorted(prefix + k for k in bucket)
+    low = data.draw(st.integers(0, len(keys) - 2))
+    high = data.draw(st.integers(low + 1, len(keys) - 1))
+    first, last = keys[low], keys[high]
+    end = None if end is None else prefix + end
+    if end is not None and end <= last:
+        end = None
+    rest = KeyRange(prefix, last, end)
+    pieces = sibling_split(rest, first, last, parts)
+    assert 1 <= len(pieces) <= parts
+    assert pieces[0].start_after == last
+    assert pieces[-1].end == end
+    for left, right in itertools.pairwise(pieces):
+        assert left.end == right.start_after
+        assert left.end is not None
+        assert left.end.startswith(prefix)
+        assert (left.start_after or "") < left.end
+    for key in keys + [p.end for p in pieces if p.end is not None]:
+        owners = [p for p in pieces if p.contains(key)]
+        assert len(owners) == (1 if rest.contains(key) else 0), (key, pieces)
+
+
+def test_sibling_split_follows_sequential_numbers() -> None:
+    """Dense numbered keys: the parts are the next blocks of numbers, not slivers of bytes."""
+    rest = KeyRange("big/", "big/000001999.bin", "small0/")
+    pieces = sibling_split(rest, "big/000001000.bin", "big/000001999.bin", 4)
+    assert [(p.start_after, p.end) for p in pieces] == [
+        ("big/000001999.bin", "big/000002"),
+        ("big/000002", "big/000003"),
+        ("big/000003", "big/000004"),
+        ("big/000004", "small0/"),
+    ]
+    # The last blocks of an alphabet: no sibling past its last character.
+    near_end = KeyRange("", "img8871", None)
+    assert sibling_split(near_end, "img8702", "img8871", 4) == [
+        KeyRange("", "img8871", "img9"),
+        KeyRange("", "img9", None),
+    ]
+    # Past the alphabet's end, the counter's digit before goes on, in blocks ten times larger.
+    rest = KeyRange("", "n/00018999", None)
+    assert [p.end for p in sibling_split(rest, "n/00018000", "n/00018999", 5)] == [
+        "n/00019",
+        "n/0002",
+        "n/0003",
+        "n/0004",
+        None,
+    ]
+    # Pages that do not end inside a counter keep byte-wise splitting.
+    assert len(sibling_split(KeyRange("", "s/series7/a", None), "s/series2/a", "s/series7/a", 4)) == 1
+    assert len(sibling_split(KeyRange("", "x/9/8.dcm", None), "x/9/1.dcm", "x/9/8.dcm", 4)) == 1
