@@ -4,7 +4,8 @@ The order of a run:
 1. peers into ``.bench/tools-venv`` (pinned), rclone from Debian, matplotlib into .venv;
 2. the server (RGW by default) and its buckets: every layout x size, plus ``bench-empty``;
 3. the direct pass: every tool, round-robin, ``--repeat`` times, every run verified;
-4. the latency pass: scanner, boto3 paginator and ceiling through the latency proxy;
+4. the latency pass: scanner (default and one process), boto3 paginator and ceiling through the
+   latency proxy;
 5. the synthetic memory benchmark (no server);
 6. results/latest.json, latest.md and keys_per_second.png.
 """
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tools",
         type=_csv,
         default=None,
-        help=f"subset of {', '.join(TOOLS)} (default: all but scanner-1proc)",
+        help=f"subset of {', '.join(TOOLS)} (default: all)",
     )
     parser.add_argument(
         "--latency-ms", type=float, default=50.0, help="latency-proxy pass delay (default 50; 0 skips it)"

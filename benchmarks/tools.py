@@ -200,8 +200,8 @@ TOOLS: dict[str, Tool] = {
         ),
     )
 }
-DEFAULT_TOOLS = tuple(name for name in TOOLS if name != "scanner-1proc")
-LATENCY_TOOLS = ("scanner", "boto3", "ceiling")
+DEFAULT_TOOLS = tuple(TOOLS)
+LATENCY_TOOLS = ("scanner", "scanner-1proc", "boto3", "ceiling")
 
 
 def select_tools(names: Sequence[str] | None) -> list[Tool]:

@@ -197,6 +197,9 @@ class Enumerator:
 
     async def run_slots(self, work: Sequence[tuple[KeyRange, OutputSlot]]) -> None:
         """List each range into its own slot, concurrently (a resumed scan's unfinished ranges)."""
+        # Ranges planned at discovered points, or left by a scan that was: they split by bytes
+        # only once heavy, as the ones ``run`` cuts.
+        self._cut_at_discovered_points = len(work) > 1
         async with anyio.create_task_group() as group:
             for key_range, slot in work:
                 self._start(group, key_range, slot, probe=False)
