@@ -173,19 +173,26 @@ class Enumerator:
         finally:
             self._finish_slot(slot, complete)
 
-    async def plan(self, parts: int) -> tuple[list[ObjectRecord], list[KeyRange]]:
-        """The root's first page, and up to ``parts`` ranges that tile the rest of the root.
+    async def plan(self, parts: int, lead_pages: int = 1) -> tuple[list[ObjectRecord], list[KeyRange]]:
+        """The root's first pages, and up to ``parts`` ranges that tile the rest of the root.
 
-        Most prefixes people scan fit in one page: listing it flat first makes that one request,
-        and the page is part of the output either way.
+        Most prefixes people scan fit in a page or two: listing ``lead_pages`` flat first makes
+        that a request or two, with nothing to plan, and the pages are part of the output either
+        way.
         """
-        page = await self._source.list_page(self._root)
-        if not page.is_truncated:
-            return page.records, []
-        if not page.records:
-            return [], [self._root]
-        rest = self._root.after(page.records[-1].key)
-        return page.records, ranges_from_boundaries(rest, await self._discover(rest, parts), parts)
+        records: list[ObjectRecord] = []
+        rest = self._root
+        for _ in range(lead_pages):
+            page = await self._source.list_page(rest)
+            if records and page.records and page.records[0].key <= records[-1].key:
+                break  # StartAfter ignored: the ranges' listers will say so
+            records.extend(page.records)
+            if not page.is_truncated:
+                return records, []
+            if not page.records:
+                return records, [rest]
+            rest = self._root.after(records[-1].key)
+        return records, ranges_from_boundaries(rest, await self._discover(rest, parts), parts)
 
     async def run_ranges(self, ranges: Sequence[KeyRange], first_slot: OutputSlot) -> None:
         """List ``ranges`` (in key order) concurrently; the first one continues ``first_slot``."""

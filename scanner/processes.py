@@ -3,7 +3,7 @@
 One Python process parses and encodes about 150-200k keys a second. Past that, ``--processes N``
 splits the key space and lets N processes list it:
 
-1. The parent lists the first page and discovers cut points exactly as a single-process scan
+1. The parent lists the first two pages and discovers cut points as a single-process scan
    does, and groups the resulting ranges into N contiguous shards, in key order.
 2. It forks one worker per shard before any event loop runs in the parent (forking keeps the
    already-imported modules, so a worker starts in milliseconds). Each worker runs the ordinary
@@ -112,7 +112,9 @@ async def plan_shards(config: ScanConfig) -> ShardPlan:
         # more would cost a partial page per extra range (130 requests instead of 114 on 100k
         # DICOM keys with 2 workers), and heavy ranges split themselves anyway.
         parts = max(config.connection.concurrency, config.processes)
-        first_page, ranges = await enumerator.plan(parts)
+        # Two pages before planning: a bucket that small is listed then and there, without
+        # discovery probes or worker processes that would cost more than the listing.
+        first_page, ranges = await enumerator.plan(parts, lead_pages=2)
         requests, retries = source.stats.requests, source.stats.retries
     shards = group_ranges(ranges, config.processes) if ranges else []
     return ShardPlan(first_page, shards, requests, retries)
