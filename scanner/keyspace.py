@@ -213,10 +213,12 @@ def sibling_split(rest: KeyRange, first: str, last: str, parts: int) -> list[Key
     ceiling = _counter_ceiling(common[level], first[level + 1], last[level + 1])
     if ceiling is None:
         return [rest]
+    # Counted in the counter's own alphabet: hex goes from 9 to a, past no empty punctuation.
+    alphabet = _UPPER if ceiling == "Z" else next(a for a, end in _ALPHABETS if end == ceiling)
     points: list[str] = []
     while level >= len(rest.prefix) and _counter_ceiling(common[level], ceiling) == ceiling:
-        for code in range(ord(common[level]) + 1, ord(ceiling) + 1):
-            point = common[:level] + chr(code)
+        for digit in alphabet[alphabet.index(common[level]) + 1 :]:
+            point = common[:level] + digit
             if len(points) == parts - 1 or (rest.end is not None and point >= rest.end):
                 return _tile(rest, points)
             if point > after:

@@ -179,6 +179,9 @@ def test_sibling_split_follows_sequential_numbers() -> None:
         "n/0004",
         None,
     ]
+    # Hex counts from 9 to a: no part falls on the punctuation between them.
+    hex_rest = KeyRange("", "h/08ff", None)
+    assert [p.end for p in sibling_split(hex_rest, "h/08a0", "h/08ff", 4)] == ["h/09", "h/0a", "h/0b", None]
     # Pages that do not end inside a counter keep byte-wise splitting.
     assert len(sibling_split(KeyRange("", "s/series7/a", None), "s/series2/a", "s/series7/a", 4)) == 1
     assert len(sibling_split(KeyRange("", "x/9/8.dcm", None), "x/9/1.dcm", "x/9/8.dcm", 4)) == 1
