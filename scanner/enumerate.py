@@ -1,8 +1,10 @@
 """Enumerating a prefix exactly once with many concurrent ranges.
 
-1. Discovery: one ``Delimiter="/"`` listing of the prefix (and of its only folders, while there
-   are too few of them) finds common prefixes. They are real points of the key space, so the
-   first ranges are cut there: each covers a run of consecutive folders.
+1. Discovery: when the first pages' keys differ only in a name (a counter, random hex), the rest
+   is cut at that name's next blocks at once. Otherwise one ``Delimiter="/"`` listing of the
+   prefix (and of its only folders, while there are too few of them) finds common prefixes.
+   They are real points of the key space, so the first ranges are cut there: each covers a run
+   of consecutive folders.
 2. Each range is listed flat, page after page with ``StartAfter`` = the last key seen, and stops
    at its inclusive upper bound (the rest of that page belongs to the next range).
 3. When a range comes back truncated and fewer ranges are alive than requests may be in flight,
@@ -37,6 +39,7 @@ from scanner.keyspace import (
     ranges_from_boundaries,
     sibling_split,
     split,
+    varies_across_folders,
 )
 from scanner.records import ObjectRecord
 from scanner.s3.parse import ListPage
@@ -148,6 +151,19 @@ class Enumerator:
             return
         if second.records:
             rest = rest.after(second.records[-1].key)
+        # Keys that differ below a folder level (study00001/... to study00009/...) are cut best at
+        # the folders discovery finds. Keys that differ within one name (a counter, random hex)
+        # are cut at once at the blocks that follow: no discovery requests, which for such keys
+        # would find no folders and fall back to rounds of probes.
+        first, last = page.records[0].key, (second.records or page.records)[-1].key
+        if not varies_across_folders(first, last):
+            parts = sibling_split(rest, first, last, self._parallelism)
+            if len(parts) > 1:
+                self._cut_at_discovered_points = True
+                async with anyio.create_task_group() as group:
+                    self._start(group, parts[0], first_slot, probe=False)
+                    self._hand_out(group, parts, first_slot, probe=False)
+                return
         async with anyio.create_task_group() as group:
             # Discovery is a slow request on some servers (RGW walks the index to group
             # prefixes): list the rest meanwhile, and cut it where discovery says once it answers.
@@ -173,12 +189,15 @@ class Enumerator:
         finally:
             self._finish_slot(slot, complete)
 
-    async def plan(self, parts: int, lead_pages: int = 1) -> tuple[list[ObjectRecord], list[KeyRange]]:
+    async def plan(
+        self, parts: int, lead_pages: int = 1, *, cut_at_counters: bool = True
+    ) -> tuple[list[ObjectRecord], list[KeyRange]]:
         """The root's first pages, and up to ``parts`` ranges that tile the rest of the root.
 
         Most prefixes people scan fit in a page or two: listing ``lead_pages`` flat first makes
         that a request or two, with nothing to plan, and the pages are part of the output either
-        way.
+        way. Blocks of a counter differ in size from one digit to the next, which ranges that
+        split themselves absorb; ``cut_at_counters=False`` plans from discovery only.
         """
         records: list[ObjectRecord] = []
         rest = self._root
@@ -192,6 +211,11 @@ class Enumerator:
             if not page.records:
                 return records, [rest]
             rest = self._root.after(records[-1].key)
+        first, last = records[0].key, records[-1].key
+        if cut_at_counters and not varies_across_folders(first, last):
+            ranges = sibling_split(rest, first, last, parts)
+            if len(ranges) > 1:
+                return records, ranges  # cut at a counter's blocks, as ``run`` does
         return records, ranges_from_boundaries(rest, await self._discover(rest, parts), parts)
 
     async def run_ranges(self, ranges: Sequence[KeyRange], first_slot: OutputSlot) -> None:

@@ -14,6 +14,7 @@ and the sparse upper planes of Unicode cost few probes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -198,33 +199,56 @@ def sibling_split(rest: KeyRange, first: str, last: str, parts: int) -> list[Key
     it most likely sit in the next blocks of that counter: the shared prefix with its last digit
     counted up (``img1``, ``img2``...), then, past the alphabet's end, the digit before it
     (``img1`` ... ``img9``, then ``im1`` is no counter, so it stops; ``00019`` goes on with
-    ``0002``, ``0003``...: blocks ten times larger). Each part is one block. Byte-wise midpoints
-    cannot see such blocks, a sliver of the byte space: cut at them, a range closes in on its
-    keys a few bits per split, one round trip after another.
+    ``0002``, ``0003``...: blocks ten times larger). When they differ in a counter's leading
+    digit (``scans/0...`` to ``scans/1...``), that digit counts up (``scans/2``, ``scans/3``...).
+    Each part is one block. Byte-wise midpoints cannot see such blocks, a sliver of the byte
+    space: cut at them, a range closes in on its keys a few bits per split, one round trip after
+    another.
 
     Returns ``[rest]`` when the page does not end inside a counter or no sibling lies inside
     ``rest``. Like ``split``, the parts tile ``rest`` exactly.
     """
-    after = rest.start_after
     common = _common_prefix(first, last)
+    if parts < 2 or rest.start_after is None or len(first) <= len(common):
+        return [rest]
+    differing = (first[len(common)], last[len(common)])
     level = len(common) - 1
-    if parts < 2 or after is None or level < len(rest.prefix) or len(first) <= level + 1:
-        return [rest]
-    ceiling = _counter_ceiling(common[level], first[level + 1], last[level + 1])
+    ceiling = _counter_ceiling(common[level], *differing) if level >= len(rest.prefix) else None
     if ceiling is None:
-        return [rest]
+        leading = _counter_ceiling(*differing)
+        if leading is None:
+            return [rest]
+        alphabet = _alphabet_ending(leading)
+        digits = alphabet[alphabet.index(last[len(common)]) + 1 :]
+        return _tile(rest, _points_inside(rest, (common + digit for digit in digits), parts - 1))
     # Counted in the counter's own alphabet: hex goes from 9 to a, past no empty punctuation.
-    alphabet = _UPPER if ceiling == "Z" else next(a for a, end in _ALPHABETS if end == ceiling)
-    points: list[str] = []
+    alphabet = _alphabet_ending(ceiling)
+    candidates: list[str] = []
     while level >= len(rest.prefix) and _counter_ceiling(common[level], ceiling) == ceiling:
-        for digit in alphabet[alphabet.index(common[level]) + 1 :]:
-            point = common[:level] + digit
-            if len(points) == parts - 1 or (rest.end is not None and point >= rest.end):
-                return _tile(rest, points)
-            if point > after:
-                points.append(point)
+        candidates += (common[:level] + digit for digit in alphabet[alphabet.index(common[level]) + 1 :])
         level -= 1
-    return _tile(rest, points)
+    return _tile(rest, _points_inside(rest, candidates, parts - 1))
+
+
+def _alphabet_ending(ceiling: str) -> str:
+    return _UPPER if ceiling == "Z" else next(a for a, end in _ALPHABETS if end == ceiling)
+
+
+def _points_inside(rest: KeyRange, candidates: Iterable[str], most: int) -> list[str]:
+    """The first ``most`` of increasing ``candidates`` strictly inside ``rest``."""
+    points: list[str] = []
+    for point in candidates:
+        if len(points) == most or (rest.end is not None and point >= rest.end):
+            break
+        if rest.start_after is None or point > rest.start_after:
+            points.append(point)
+    return points
+
+
+def varies_across_folders(first: str, last: str, delimiter: str = "/") -> bool:
+    """Whether keys from ``first`` to ``last`` differ in a folder, not only in a final name."""
+    common = _common_prefix(first, last)
+    return delimiter in first[len(common) :] or delimiter in last[len(common) :]
 
 
 def _tile(rest: KeyRange, points: list[str]) -> list[KeyRange]:

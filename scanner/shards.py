@@ -122,7 +122,8 @@ async def make_plan(location: S3Location, connection: ConnectionConfig, count: i
             split_slot=lambda slot, parts: [slot] * len(parts),
             finish_slot=lambda slot, complete: None,
         )
-        first_page, ranges = await enumerator.plan(count * _PROBES_PER_SHARD)
+        # Shards never split across machines: plan them from discovery's evenly spread points.
+        first_page, ranges = await enumerator.plan(count * _PROBES_PER_SHARD, cut_at_counters=False)
         boundaries = [r.end for r in ranges if r.end is not None]
         if ranges and len(boundaries) < count * _PROBES_PER_SHARD // 2:
             rest = ranges[0].with_end(None)

@@ -159,3 +159,19 @@ def test_a_heavy_folder_still_fans_out_after_discovery() -> None:
     # needs a second request to find its end.
     assert bucket.returned < len(keys) * 1.5
     assert len(bucket.requests) < 2.5 * len(keys) / 100
+
+
+def test_flat_names_are_cut_at_counter_blocks_without_discovery() -> None:
+    """Random hex names in one folder: the first pages show the counter, and the rest is cut at
+    its next blocks at once, with no delimiter listing and no probes."""
+    import random
+
+    rng = random.Random(7)
+    keys = sorted({f"scans/{rng.getrandbits(64):016x}.dcm" for _ in range(20_000)})
+    bucket = MemoryBucket(keys, latency=0.002)
+    stats: list[EnumerationStats] = []
+    assert anyio.run(scan_ordered, bucket, "", 16, 10**9, stats) == keys
+    assert not any(delimiter for _, _, delimiter in bucket.requests)
+    assert stats[0].probes == 0
+    assert stats[0].ranges >= 8
+    assert len(bucket.requests) <= len(keys) // 1000 + 16 + 4

@@ -182,6 +182,10 @@ def test_sibling_split_follows_sequential_numbers() -> None:
     # Hex counts from 9 to a: no part falls on the punctuation between them.
     hex_rest = KeyRange("", "h/08ff", None)
     assert [p.end for p in sibling_split(hex_rest, "h/08a0", "h/08ff", 4)] == ["h/09", "h/0a", "h/0b", None]
-    # Pages that do not end inside a counter keep byte-wise splitting.
-    assert len(sibling_split(KeyRange("", "s/series7/a", None), "s/series2/a", "s/series7/a", 4)) == 1
-    assert len(sibling_split(KeyRange("", "x/9/8.dcm", None), "x/9/1.dcm", "x/9/8.dcm", 4)) == 1
+    # Keys that differ in a counter's leading digit: that digit counts up from the last key's.
+    series = sibling_split(KeyRange("", "s/series7/a", None), "s/series2/a", "s/series7/a", 4)
+    assert [p.end for p in series] == ["s/series8", "s/series9", None]
+    flat = sibling_split(KeyRange("scans/", "scans/1f3", None), "scans/0a1", "scans/1f3", 4)
+    assert [p.end for p in flat] == ["scans/2", "scans/3", "scans/4", None]
+    # Pages that do not differ inside a counter keep byte-wise splitting.
+    assert len(sibling_split(KeyRange("", "s/_b", None), "s/-a", "s/_b", 4)) == 1
