@@ -36,10 +36,10 @@ from scanner.errors import ScanError
 from scanner.keyspace import (
     KeyRange,
     estimate_remaining,
+    name_counter_split,
     ranges_from_boundaries,
     sibling_split,
     split,
-    varies_across_folders,
 )
 from scanner.records import ObjectRecord
 from scanner.s3.parse import ListPage
@@ -155,15 +155,11 @@ class Enumerator:
         # the folders discovery finds. Keys that differ within one name (a counter, random hex)
         # are cut at once at the blocks that follow: no discovery requests, which for such keys
         # would find no folders and fall back to rounds of probes.
-        first, last = page.records[0].key, (second.records or page.records)[-1].key
-        if not varies_across_folders(first, last):
-            parts = sibling_split(rest, first, last, self._parallelism)
-            if len(parts) > 1:
-                self._cut_at_discovered_points = True
-                async with anyio.create_task_group() as group:
-                    self._start(group, parts[0], first_slot, probe=False)
-                    self._hand_out(group, parts, first_slot, probe=False)
-                return
+        last = (second.records or page.records)[-1].key
+        parts = name_counter_split(rest, page.records[0].key, last, self._parallelism)
+        if len(parts) > 1:
+            await self.run_ranges(parts, first_slot)
+            return
         async with anyio.create_task_group() as group:
             # Discovery is a slow request on some servers (RGW walks the index to group
             # prefixes): list the rest meanwhile, and cut it where discovery says once it answers.
@@ -211,9 +207,8 @@ class Enumerator:
             if not page.records:
                 return records, [rest]
             rest = self._root.after(records[-1].key)
-        first, last = records[0].key, records[-1].key
-        if cut_at_counters and not varies_across_folders(first, last):
-            ranges = sibling_split(rest, first, last, parts)
+        if cut_at_counters:
+            ranges = name_counter_split(rest, records[0].key, records[-1].key, parts)
             if len(ranges) > 1:
                 return records, ranges  # cut at a counter's blocks, as ``run`` does
         return records, ranges_from_boundaries(rest, await self._discover(rest, parts), parts)

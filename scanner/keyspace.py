@@ -245,10 +245,16 @@ def _points_inside(rest: KeyRange, candidates: Iterable[str], most: int) -> list
     return points
 
 
-def varies_across_folders(first: str, last: str, delimiter: str = "/") -> bool:
-    """Whether keys from ``first`` to ``last`` differ in a folder, not only in a final name."""
+def name_counter_split(rest: KeyRange, first: str, last: str, parts: int) -> list[KeyRange]:
+    """``sibling_split`` for first pages whose keys differ only in a final name, else ``[rest]``.
+
+    Keys that differ in a folder (``study00001/...`` to ``study00009/...``) are cut better at
+    the folders a delimiter listing finds.
+    """
     common = _common_prefix(first, last)
-    return delimiter in first[len(common) :] or delimiter in last[len(common) :]
+    if "/" in first[len(common) :] or "/" in last[len(common) :]:
+        return [rest]
+    return sibling_split(rest, first, last, parts)
 
 
 def _tile(rest: KeyRange, points: list[str]) -> list[KeyRange]:
