@@ -211,18 +211,14 @@ def _parse_contents_fast(body: str, url_encoded: bool, expected: int) -> list[Ob
 
 
 def _decode_url_keys(keys: Sequence[str]) -> Sequence[str]:
-    """URL-encoded keys, decoded a page at a time when they need nothing more than "/"."""
-    joined = "\n".join(keys)
-    if "%" not in joined and "+" not in joined and "&" not in joined:
-        return keys
-    # Most servers encode "/" in every key (RGW does), and that alone needs no general decoder.
-    # An encoded key holds no newline, so the page splits back into its keys (checked).
-    simple = joined.replace("%2F", "/")
-    if "%" not in simple and "+" not in simple and "&" not in simple:
-        decoded = simple.split("\n")
-        if len(decoded) == len(keys):
-            return decoded
-    return [_decode_url_key(key) for key in keys]
+    """URL-encoded keys, decoded a page at a time.
+
+    No escape or entity spans the newline between two keys, so decoding the joined page is
+    decoding each key; a key that decodes to a newline of its own shows in the count, and then
+    each key is decoded apart.
+    """
+    decoded = _decode_url_key("\n".join(keys)).split("\n")
+    return decoded if len(decoded) == len(keys) else [_decode_url_key(key) for key in keys]
 
 
 def _decode_xml_keys(keys: Sequence[str]) -> Sequence[str]:
