@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m benchmarks --server moto --sizes 10000 --repeat 1
+	$(BIN)/python -m benchmarks --server moto --sizes 10000 --repeat 1 --scaling-keys 100000
 
 bench-minio: $(STAMP)
 	docker compose -f benchmarks/docker-compose.yml up -d --wait

@@ -6,8 +6,10 @@ The order of a run:
 3. the direct pass: every tool, round-robin, ``--repeat`` times, every run verified;
 4. the latency pass: scanner (default and one process), boto3 paginator and ceiling through the
    latency proxy;
-5. the synthetic memory benchmark (no server);
-6. results/latest.json, latest.md and keys_per_second.png.
+5. the scaling pass: the scanner with 1, auto and 2 processes against an in-memory endpoint
+   (``benchmarks.synthetic_s3``), where the client, not the server, is the bottleneck;
+6. the synthetic memory benchmark (no server);
+7. results/latest.json, latest.md and keys_per_second.png.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks import memory, report
 from benchmarks.layouts import LAYOUTS
 from benchmarks.proxy import running_proxy
 from benchmarks.runner import Bench, Run, measure
-from benchmarks.servers import Dataset, ensure_dataset, ensure_empty_bucket, open_target
+from benchmarks.seed import bucket_name
+from benchmarks.servers import EMPTY_BUCKET, Dataset, Target, ensure_dataset, ensure_empty_bucket, open_target
+from benchmarks.synthetic_s3 import running_synthetic_s3
 from benchmarks.tools import (
     LATENCY_TOOLS,
     REPO,
@@ -90,9 +95,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic memory benchmark sizes (default 100000,1000000,10000000; 0 skips it)",
     )
     parser.add_argument(
+        "--scaling-keys",
+        type=int,
+        default=1_000_000,
+        help="keys of the scaling pass: the scanner with 1, auto and 2 processes against an in-memory "
+        "endpoint, where the client is the bottleneck (default 1000000; 0 skips it)",
+    )
+    parser.add_argument(
         "--results", type=Path, default=REPO / "benchmarks" / "results", help="output directory"
     )
     return parser
+
+
+SCALING_TOOLS = ("scanner-1proc", "scanner", "scanner-2proc")
+SCALING_VARIANT = "in-memory endpoint"
+
+
+def _scaling_pass(args: argparse.Namespace, toolbox: Any, workdir: Path) -> tuple[list[Run], list[Dataset]]:
+    """The scanner by processes against an endpoint that is never the bottleneck.
+
+    On a small machine shared with RGW the server limits every scan, and a second process can
+    only show its cost. Against ``benchmarks.synthetic_s3`` the client is the limit, so this
+    pass shows what ``--processes`` adds and whether the default forks its workers in time.
+    """
+    layout = "dicom"
+    keys = sorted(LAYOUTS[layout](args.scaling_keys), key=lambda key: key.encode("utf-8"))
+    dataset = Dataset(layout, len(keys), bucket_name(layout, len(keys)), keys)
+    empty = Dataset("empty", 0, EMPTY_BUCKET, [])
+    log(f"scaling pass: {len(keys):,} {layout} keys from an in-memory endpoint ...")
+    with running_synthetic_s3([dataset.bucket]) as url:
+        target = Target("synthetic", url, "synthetic", "synthetic")
+        bench = Bench(target, url, toolbox, workdir, log)
+        tools = [TOOLS[name] for name in SCALING_TOOLS]
+        return measure(bench, SCALING_VARIANT, tools, [empty, dataset], args.repeat), [dataset]
 
 
 def log(message: str) -> None:
@@ -151,12 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"latency pass through {proxy_url} ({variant})")
                 slow = Bench(target, proxy_url, toolbox, Path(workdir), log)
                 runs += measure(slow, variant, latency_tools, datasets, args.repeat)
+        if args.scaling_keys > 0:
+            scaling_runs, scaling_datasets = _scaling_pass(args, toolbox, Path(workdir))
+            runs += scaling_runs
+            datasets += scaling_datasets
     memory_results = []
     if args.memory_sizes:
         log("synthetic memory benchmark (no S3) ...")
         memory_results = memory.run_sizes(args.memory_sizes, log)
         memory_results += memory.run_sizes(args.memory_sizes[-1:], log, ordered=False)
-    labels = {tool.name: tool.label for tool in tools}
+    labels = {name: tool.label for name, tool in TOOLS.items()}
     sizes = {dataset.label: dataset.size for dataset in datasets}
     rows = report.summarise(runs, labels, sizes)
     elapsed = round(time.monotonic() - started, 1)

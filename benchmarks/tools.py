@@ -117,7 +117,7 @@ def _rclone_env(inv: Invocation) -> dict[str, str]:
 TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
-        Tool("scanner", "scanner (ordered)", _scanner(), "jsonl", env=_repo_on_path),
+        Tool("scanner", "scanner (default)", _scanner(), "jsonl", env=_repo_on_path),
         Tool(
             "scanner-unordered",
             "scanner --unordered",
@@ -125,7 +125,12 @@ TOOLS: dict[str, Tool] = {
             "jsonl-unordered",
             env=_repo_on_path,
         ),
-        # Not in the default set: one process, to show what --processes adds.
+        # Two processes from the start (the default forks only while one is CPU-bound): what a
+        # second process adds on this machine.
+        Tool(
+            "scanner-2proc", "scanner --processes 2", _scanner("--processes", "2"), "jsonl", env=_repo_on_path
+        ),
+        # Not in the default set: exactly one process, to compare the default with.
         Tool(
             "scanner-1proc", "scanner --processes 1", _scanner("--processes", "1"), "jsonl", env=_repo_on_path
         ),
@@ -200,8 +205,8 @@ TOOLS: dict[str, Tool] = {
         ),
     )
 }
-DEFAULT_TOOLS = tuple(TOOLS)
-LATENCY_TOOLS = ("scanner", "scanner-1proc", "boto3", "ceiling")
+DEFAULT_TOOLS = tuple(name for name in TOOLS if name != "scanner-1proc")
+LATENCY_TOOLS = ("scanner", "scanner-2proc", "scanner-1proc", "boto3", "ceiling")
 
 
 def select_tools(names: Sequence[str] | None) -> list[Tool]:

@@ -64,6 +64,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _processes(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1, or auto: {text!r}") from None
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -147,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_arguments(scan)
     scan.add_argument(
         "--processes",
-        type=_positive_int,
-        help="worker processes that list shards of the key space (default: the usable CPUs)",
+        type=_processes,
+        help="processes that list the key space: N from the start, or auto (the default): "
+        "one, and workers up to the usable CPUs while it is CPU-bound",
     )
     scan.add_argument("--temp-dir", help="directory for spill files (default: the system's)")
     _flag(scan, "-q", "--quiet", help="no summary or progress on standard error")
@@ -267,8 +277,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         output_format=output_format,
         ordered=not args.unordered,
         temp_dir=args.temp_dir or os.environ.get("TMPDIR"),
-        # A checkpoint journals the one ordered output of one process.
-        processes=1 if args.checkpoint else args.processes or usable_cpus(),
+        **processes_from_args(args),
         filters=selection.filters,
         grouping=selection.grouping,
         legacy_items=selection.legacy_items,
@@ -279,6 +288,15 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval or 30.0,
     )
+
+
+def processes_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``ScanConfig``'s process settings from ``--processes``."""
+    if args.checkpoint:
+        return {"processes": 1}  # a checkpoint journals the one ordered output of one process
+    if args.processes in (None, "auto"):
+        return {"processes": usable_cpus(), "processes_on_demand": True}
+    return {"processes": args.processes}
 
 
 def check_checkpoint(args: argparse.Namespace, output: str) -> None:
@@ -430,7 +448,7 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
     try:
         if config.shard_range is not None:
             summary = run_until_signalled(run_scan, config, None, [config.shard_range], live)
-        elif config.processes > 1 and can_fork():
+        elif config.processes > 1 and not config.processes_on_demand and can_fork():
             summary = scan_with_processes(config, run_until_signalled)
         else:
             summary = run_until_signalled(run_scan, config, None, None, live)
@@ -480,6 +498,13 @@ def _report_success(summary: ScanSummary, log: Any, structured: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if summary.enumeration.handed_over:
+        print(
+            f"{summary.enumeration.handed_over:,} ranges were listed by worker processes "
+            "(this process was CPU-bound)",
+            file=sys.stderr,
+            flush=True,
+        )
     if summary.resumed_objects:
         print(
             f"resumed from the checkpoint: {summary.resumed_objects:,} of those objects were listed "

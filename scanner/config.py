@@ -84,7 +84,12 @@ class ScanConfig:
     # Bytes of finished-but-not-yet-writable output kept in memory before spilling to disk.
     memory_budget: int = 32 * 1024 * 1024
     temp_dir: str | None = None
+    # Processes that list: at most ``processes`` in all. With ``processes_on_demand`` (``--processes
+    # auto``) the scan starts in one and forks workers only while it is CPU-bound, that is, while
+    # it uses at least ``busy_cpu_share`` of a CPU (0: at every chance, for tests).
     processes: int = 1
+    processes_on_demand: bool = False
+    busy_cpu_share: float = 0.85
     filters: FilterSpec | None = None
     grouping: GroupingSpec | None = None
     legacy_items: bool = False
@@ -110,6 +115,7 @@ class ScanConfig:
             self,
             output=output,
             processes=1,
+            processes_on_demand=False,
             worker=True,
             connection=replace(self.connection, concurrency=share),
         )

@@ -78,6 +78,14 @@ class OutputSlot(Protocol):
     """Where one range's records go, in its own key order."""
 
 
+class HandOver(Protocol):
+    """Takes whole ranges off this process (to worker processes) while it is CPU-bound."""
+
+    def wants(self, remaining_keys: float) -> bool: ...
+
+    def take(self, key_range: KeyRange, slot: OutputSlot) -> None: ...
+
+
 EmitFn = Callable[[OutputSlot, list[ObjectRecord]], Awaitable[None]]
 # New slots for the ranges split off the end of a slot's range, in order.
 SplitFn = Callable[[OutputSlot, list[KeyRange]], list[OutputSlot]]
@@ -96,6 +104,8 @@ class EnumerationStats:
     splits: int = 0
     discarded_keys: int = 0
     probes: int = 0
+    # Ranges handed whole to worker processes (``--processes auto``).
+    handed_over: int = 0
     # The server ignored StartAfter, so the scan went on page by page with continuation tokens.
     sequential: bool = False
 
@@ -112,8 +122,10 @@ class Enumerator:
         emit: EmitFn,
         split_slot: SplitFn,
         finish_slot: FinishFn,
+        hand_over: HandOver | None = None,
     ) -> None:
         self._source = source
+        self._hand_over = hand_over
         self._root = root
         self._parallelism = max(1, parallelism)
         self._emit = emit
@@ -349,7 +361,11 @@ class Enumerator:
                     # A truncated page without keys: only the token can move on.
                     token = _next_token(page, token)
                 if token is None:
-                    key_range, max_keys = self._maybe_split(group, key_range, slot, records, pages)
+                    kept = self._maybe_split(group, key_range, slot, records, pages)
+                    if kept is None:  # the rest went to a worker process
+                        complete = True
+                        return
+                    key_range, max_keys = kept
         finally:
             self._alive -= 1
             self.stats.ranges_done += 1
@@ -362,10 +378,11 @@ class Enumerator:
         slot: OutputSlot,
         page: list[ObjectRecord],
         pages_listed: int,
-    ) -> tuple[KeyRange, int]:
+    ) -> tuple[KeyRange, int] | None:
         """Give idle request slots the upper parts of ``rest``; keep the first part.
 
-        Returns the part kept and how many keys its next request asks for.
+        Returns the part kept and how many keys its next request asks for, or None when all of
+        ``rest`` went to a worker process.
         """
         unsplit = (rest, MAX_KEYS_PER_PAGE)
         if self._cuts_pending:
@@ -376,12 +393,18 @@ class Enumerator:
             if len(parts) > 1:
                 self._cut_at_discovered_points = True
                 return self._hand_out(group, parts, slot, probe=False), MAX_KEYS_PER_PAGE
+        if rest.start_after is None:
+            return unsplit
+        remaining = min(estimate_remaining(page[0].key, page[-1].key, len(page), rest.end), 1e9)
+        if self._hand_over is not None and self._hand_over.wants(remaining):
+            self._hand_over.take(rest, self._split_slot(slot, [rest])[0])
+            self.stats.handed_over += 1
+            return None
         idle = self._parallelism - self._alive
-        if idle < 1 or rest.start_after is None:
+        if idle < 1:
             return unsplit
         if self._cut_at_discovered_points and pages_listed < _PAGES_BEFORE_SPLIT_AFTER_CUTS:
             return unsplit
-        remaining = min(estimate_remaining(page[0].key, page[-1].key, len(page), rest.end), 1e9)
         # A page that ended inside a counter shows where the next keys are: the next blocks of
         # it, each most likely full, so each new part starts with a full page. The part kept
         # here is what is left of the page's own block, often nothing: it probes first.

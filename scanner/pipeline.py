@@ -9,10 +9,11 @@ budgeted buffers (with spill files past the budget), and one writer that owns th
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
@@ -21,15 +22,18 @@ from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSour
 from scanner.errors import ScanError
 from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
+from scanner.offload import Offloader, offloading
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
 from scanner.s3.client import RequestStats, S3PageSource
+from scanner.s3.throttle import AdaptiveLimiter
 from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
 
 if TYPE_CHECKING:
     from scanner.checkpoint import Checkpoint, Counters
 
 _UNORDERED_BUFFER = 32
+_WORKER_BLOCK = 1 << 20
 
 
 @dataclass
@@ -194,6 +198,12 @@ async def _scan_into(
     root = KeyRange(config.location.prefix)
     parallelism = config.connection.concurrency
 
+    def workers_done(report: dict[str, Any]) -> None:
+        summary.objects += report["objects"]
+        summary.bytes += report["bytes"]
+        summary.requests.requests += report["requests"]
+        summary.requests.retries += report["retries"]
+
     if config.ordered:
         restored = await checkpoint.restore() if checkpoint is not None else None
         whole = ranges[0] if ranges else root
@@ -223,41 +233,52 @@ async def _scan_into(
             assert isinstance(slot, Segment)
             output.finish(slot, complete)
 
-        enumerator = Enumerator(
-            source,
-            root,
-            parallelism=parallelism,
-            emit=emit_ordered,
-            split_slot=split_slot,
-            finish_slot=finish_slot,
-        )
-        summary.enumeration = enumerator.stats
-        if restored is not None:
-            handle.restore(restored.counters)
-            for segment in restored.complete:
-                output.finish(segment)
-        if checkpoint is not None:
-            checkpoint.attach(output, handle.counters, lambda: not enumerator.stats.sequential)
-            # At once: a checkpoint location that cannot be written fails the scan now.
-            await checkpoint.save()
+        async def deliver_ordered(file: IO[bytes], slot: object) -> None:
+            assert isinstance(slot, Segment)
+            size = os.fstat(file.fileno()).st_size
+            if size:
+                slot.preloaded.append((file, 0, size))
+            output.finish(slot, True)
+
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(output.drain, writer.write)
-                if checkpoint is not None:
-                    group.start_soon(checkpoint.run_periodically)
+            async with offloading(config, deliver_ordered, _limiter_of(source), workers_done) as offloader:
+                enumerator = Enumerator(
+                    source,
+                    root,
+                    parallelism=parallelism,
+                    emit=emit_ordered,
+                    split_slot=split_slot,
+                    finish_slot=finish_slot,
+                    hand_over=offloader,
+                )
+                summary.enumeration = enumerator.stats
                 if restored is not None:
-                    await enumerator.run_slots(restored.work)
-                elif ranges is None:
-                    await enumerator.run(output.first)
-                else:
-                    await enumerator.run_ranges(ranges, output.first)
+                    handle.restore(restored.counters)
+                    for segment in restored.complete:
+                        output.finish(segment)
                 if checkpoint is not None:
-                    await output.drained()
-                    group.cancel_scope.cancel()
+                    checkpoint.attach(output, handle.counters, lambda: not enumerator.stats.sequential)
+                    # At once: a checkpoint location that cannot be written fails the scan now.
+                    await checkpoint.save()
+                # The workers' files are part of the output: the drain finishes inside.
+                async with anyio.create_task_group() as group:
+                    group.start_soon(output.drain, writer.write)
+                    if checkpoint is not None:
+                        group.start_soon(checkpoint.run_periodically)
+                    if restored is not None:
+                        await enumerator.run_slots(restored.work)
+                    elif ranges is None:
+                        await enumerator.run(output.first)
+                    else:
+                        await enumerator.run_ranges(ranges, output.first)
+                    if checkpoint is not None:
+                        await output.drained()
+                        group.cancel_scope.cancel()
         finally:
             summary.spilled_bytes = output.spilled_bytes
             output.close()
         handle.finish()
+        _add_worker_selection(summary, offloader)
         return
 
     send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
@@ -272,20 +293,40 @@ async def _scan_into(
             async for chunk in receive:
                 await writer.write(chunk)
 
-    enumerator = Enumerator(
-        source,
-        root,
-        parallelism=parallelism,
-        emit=emit_unordered,
-        split_slot=lambda slot, parts: [slot] * len(parts),
-        finish_slot=lambda slot, complete: None,
-    )
-    summary.enumeration = enumerator.stats
+    async def deliver_unordered(file: IO[bytes], slot: object) -> None:
+        while block := file.read(_WORKER_BLOCK):
+            await send.send(block)
+
     async with anyio.create_task_group() as group:
         group.start_soon(drain)
-        async with send:
+        # The workers' files go into the stream too: it closes after them.
+        limiter = _limiter_of(source)
+        async with send, offloading(config, deliver_unordered, limiter, workers_done) as offloader:
+            enumerator = Enumerator(
+                source,
+                root,
+                parallelism=parallelism,
+                emit=emit_unordered,
+                split_slot=lambda slot, parts: [slot] * len(parts),
+                finish_slot=lambda slot, complete: None,
+                hand_over=offloader,
+            )
+            summary.enumeration = enumerator.stats
             if ranges is None:
                 await enumerator.run(object())
             else:
                 await enumerator.run_ranges(ranges, object())
     handle.finish()
+    _add_worker_selection(summary, offloader)
+
+
+def _limiter_of(source: PageSource) -> AdaptiveLimiter | None:
+    return source.limiter if isinstance(source, S3PageSource) else None
+
+
+def _add_worker_selection(summary: ScanSummary, offloader: Offloader | None) -> None:
+    """The workers' filter counts, once the scan's own are in the summary."""
+    if offloader is None or offloader.totals.matched is None:
+        return
+    summary.matched = (summary.matched or 0) + offloader.totals.matched
+    summary.add_skipped(offloader.totals.skipped)

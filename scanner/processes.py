@@ -1,7 +1,9 @@
 """Scanning with several worker processes, merged back into one ordered output.
 
-One Python process parses and encodes about 150-200k keys a second. Past that, ``--processes N``
-splits the key space and lets N processes list it:
+One Python process parses and encodes about 250-300k keys a second. Past that, ``--processes N``
+splits the key space and lets N processes list it from the start (``--processes auto``, the
+default, forks workers only while the scan is CPU-bound: ``scanner.offload``, which forks them
+with ``fork_worker`` too):
 
 1. The parent lists the first two pages and discovers cut points as a single-process scan
    does, and groups the resulting ranges into N contiguous shards, in key order.
@@ -17,13 +19,17 @@ every worker, and the sink is aborted as usual, so the output is complete or abs
 
 from __future__ import annotations
 
+import gc
+import math
 import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import orjson
@@ -31,9 +37,11 @@ import orjson
 from scanner.config import ScanConfig
 from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, UsageError
 from scanner.keyspace import KeyRange
-from scanner.pipeline import PageHandler, ScanSummary, finish_summary, run_scan
 from scanner.records import ObjectRecord
 from scanner.writers import make_writer
+
+if TYPE_CHECKING:
+    from scanner.pipeline import ScanSummary
 
 _COPY_BLOCK = 1 << 20
 T = TypeVar("T")
@@ -60,10 +68,56 @@ def group_ranges(ranges: Sequence[KeyRange], count: int) -> list[list[KeyRange]]
 
 
 def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity, and its container's CPU limit if lower.
+
+    A pod limited to 2 CPUs on a 64-CPU node sees all 64 in its affinity; forking 64 workers
+    there would only make them wait for each other's CPU time.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, math.ceil(limit))) if limit is not None else cpus
+
+
+def cgroup_cpu_limit() -> float | None:
+    """The CPU limit (quota / period) of this process's cgroup, if it has one."""
+    membership = _read_text(Path("/proc/self/cgroup"))
+    for line in (membership or "").splitlines():
+        _, controllers, path = line.split(":", 2)
+        relative = path.lstrip("/")
+        if controllers == "":  # cgroup v2: one unified hierarchy, "0::/path"
+            for directory in (Path("/sys/fs/cgroup", relative), Path("/sys/fs/cgroup")):
+                limit = cpu_limit_from_cpu_max(_read_text(directory / "cpu.max") or "")
+                if limit is not None:
+                    return limit
+        elif "cpu" in controllers.split(","):  # cgroup v1: quota and period in two files
+            for base in (Path("/sys/fs/cgroup/cpu,cpuacct"), Path("/sys/fs/cgroup/cpu")):
+                for directory in (base / relative, base):
+                    quota = _read_text(directory / "cpu.cfs_quota_us")
+                    period = _read_text(directory / "cpu.cfs_period_us")
+                    if quota is not None and period is not None:
+                        return cpu_limit_from_cpu_max(f"{quota} {period}")
+    return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def cpu_limit_from_cpu_max(text: str) -> float | None:
+    """``cpu.max`` ("200000 100000", or "max 100000" for none) as CPUs (2.0), or None."""
+    fields = text.split()
+    if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) <= 0:
+        return None
+    quota = fields[0]
+    if quota == "max" or not quota.isdigit() or int(quota) <= 0:
+        return None  # no limit ("max"; "-1" in cgroup v1)
+    return int(quota) / int(fields[1])
 
 
 def can_fork() -> bool:
@@ -126,53 +180,74 @@ async def _never(slot: object, records: list[ObjectRecord]) -> None:
 
 def fork_workers(config: ScanConfig, shards: list[list[KeyRange]]) -> list[Worker]:
     """One process per shard, each scanning into its own temporary file."""
-    workers: list[Worker] = []
-    for shard in shards:
-        fd, path = tempfile.mkstemp(prefix=".scanner-shard-", suffix=".part", dir=config.temp_dir)
-        os.close(fd)
-        read_end, write_end = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            _worker_main(config, shard, path, write_end, len(shards))
-        os.close(write_end)
-        workers.append(Worker(pid, path, read_end))
-    return workers
+    return [fork_worker(config, shard, len(shards)) for shard in shards]
+
+
+def fork_worker(config: ScanConfig, ranges: list[KeyRange], workers: int) -> Worker:
+    """A process that scans ``ranges`` into a temporary file of its own, as one of ``workers``."""
+    fd, path = tempfile.mkstemp(prefix=".scanner-shard-", suffix=".part", dir=config.temp_dir)
+    os.close(fd)
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _worker_main(config, ranges, path, write_end, workers)
+    os.close(write_end)
+    return Worker(pid, path, read_end)
 
 
 def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd: int, workers: int) -> None:
     """The forked worker: scan the shard, report on the pipe, exit. Never returns."""
-    # The parent owns interruption and stops its workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    code = 0
-    report: dict[str, Any]
-    try:
-        summary = anyio.run(
-            run_scan,
-            config.for_worker(path, workers),
-            None,
-            shard,
-            backend="asyncio",
-            backend_options={"use_uvloop": True},
-        )
-        report = {
-            "objects": summary.objects,
-            "bytes": summary.bytes,
-            "requests": summary.requests.requests,
-            "retries": summary.requests.retries,
-            "matched": summary.matched,
-            "skipped": summary.skipped,
-        }
-    except BaseException as exc:  # noqa: BLE001 - everything goes to the parent, which decides
-        from scanner.cli import first_failure
+    if threading.current_thread() is threading.main_thread():  # signals are the main thread's
+        # The parent owns interruption and stops its workers itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # A worker forked by a running scan shares its parent's event loop state: the loop's
+        # signal wake-up descriptor (a signal here must not wake the parent), its epoll
+        # instance and its transports.
+        signal.set_wakeup_fd(-1)
+    # The worker never touches the parent's loop: its scan runs in a new thread, with no running
+    # loop and an empty context, and nothing it inherited is ever collected (a collected
+    # transport would unregister its socket from the parent's epoll instance).
+    gc.freeze()
+    outcome: dict[str, Any] = {}
 
-        failure = first_failure(exc)
-        code = failure.exit_code if isinstance(failure, ScanError) else 1
-        report = {"error": str(failure) or type(failure).__name__, "exit_code": code}
+    def scan() -> None:
+        from scanner.pipeline import run_scan
+
+        try:
+            summary = anyio.run(
+                run_scan,
+                config.for_worker(path, workers),
+                None,
+                shard,
+                backend="asyncio",
+                backend_options={"use_uvloop": True},
+            )
+            outcome["report"] = {
+                "objects": summary.objects,
+                "bytes": summary.bytes,
+                "requests": summary.requests.requests,
+                "retries": summary.requests.retries,
+                "matched": summary.matched,
+                "skipped": summary.skipped,
+            }
+        except BaseException as exc:  # noqa: BLE001 - everything goes to the parent, which decides
+            from scanner.cli import first_failure
+
+            failure = first_failure(exc)
+            code = failure.exit_code if isinstance(failure, ScanError) else 1
+            outcome["report"] = {"error": str(failure) or type(failure).__name__, "exit_code": code}
+
+    code = 1
     try:
+        thread = threading.Thread(target=scan, name="scanner-worker")
+        thread.start()
+        thread.join()
+        report = outcome.get("report", {"error": "the worker stopped without a result", "exit_code": 1})
+        code = int(report.get("exit_code", 0))
         os.write(report_fd, orjson.dumps(report))
         os.close(report_fd)
     finally:
@@ -189,6 +264,8 @@ def _error_for_exit_code(message: str, code: int) -> ScanError:
 
 async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker]) -> ScanSummary:
     """The first page, then each worker's output in key order, into the real sink."""
+    from scanner.pipeline import PageHandler, ScanSummary, finish_summary
+
     summary = ScanSummary()
     summary.requests.requests = plan.requests
     summary.requests.retries = plan.retries
@@ -201,7 +278,7 @@ async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker
         if first:
             await writer.write(first)
         for worker in workers:
-            report = await _collect(worker)
+            report = await collect(worker)
             summary.objects += report["objects"]
             summary.bytes += report["bytes"]
             summary.requests.requests += report["requests"]
@@ -219,7 +296,8 @@ async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker
     return summary
 
 
-async def _collect(worker: Worker) -> dict[str, Any]:
+async def collect(worker: Worker) -> dict[str, Any]:
+    """Wait for ``worker`` to end; its report, or its failure raised as the error it was."""
     _, status = await anyio.to_thread.run_sync(_wait, worker.pid, abandon_on_cancel=True)
     data = _read_all(worker.report_fd)
     worker.report_fd = -1

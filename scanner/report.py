@@ -74,6 +74,8 @@ def summary_document(
         document["tasks"] = summary.tasks
     if summary is not None and summary.changes:
         document["changes"] = dict(summary.changes)
+    if summary is not None and summary.enumeration.handed_over:
+        document["worker_ranges"] = summary.enumeration.handed_over
     if summary is not None and summary.resumed_objects:
         document["resumed_objects"] = summary.resumed_objects
     if summary is not None and summary.skipped:
