@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import random
 import signal
-import subprocess
 import sys
 import urllib.parse
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+
+from benchmarks.children import announce, fast_runner, listening_child
 
 _CHUNK = 256 * 1024
 
@@ -111,7 +111,7 @@ async def serve(upstream: str, delay: float, jitter: float, port: int) -> None:
     proxy = LatencyProxy(parts.hostname, parts.port or 80, delay, jitter)
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", port)
     bound = server.sockets[0].getsockname()[1]
-    print(f"listening on http://127.0.0.1:{bound}", flush=True)
+    announce(f"http://127.0.0.1:{bound}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -120,40 +120,20 @@ async def serve(upstream: str, delay: float, jitter: float, port: int) -> None:
         await stop.wait()
 
 
-@contextlib.contextmanager
-def running_proxy(upstream: str, delay_ms: float, jitter_ms: float = 0.0) -> Iterator[str]:
+def running_proxy(
+    upstream: str, delay_ms: float, jitter_ms: float = 0.0
+) -> contextlib.AbstractContextManager[str]:
     """Run the proxy as a child process for the block; yields its endpoint URL."""
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.proxy",
-            "--upstream",
-            upstream,
-            "--delay-ms",
-            str(delay_ms),
-            "--jitter-ms",
-            str(jitter_ms),
-        ],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
+    return listening_child(
+        "benchmarks.proxy",
+        "--upstream",
+        upstream,
+        "--delay-ms",
+        str(delay_ms),
+        "--jitter-ms",
+        str(jitter_ms),
+        what="latency proxy",
     )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"latency proxy did not start (exit {proc.poll()}): {line!r}")
-        yield line.removeprefix("listening on ").strip()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,14 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="uniform +/- jitter (default 0)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     args = parser.parse_args(argv)
-    runner: asyncio.Runner
-    try:
-        import uvloop  # the proxy's own overhead should be as small as it can be
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with fast_runner() as runner:
         runner.run(serve(args.upstream, args.delay_ms / 1000, args.jitter_ms / 1000, args.port))
     return 0
 

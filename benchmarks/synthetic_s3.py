@@ -19,14 +19,13 @@ import argparse
 import asyncio
 import bisect
 import contextlib
-import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import cast
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
+from benchmarks.children import announce, fast_runner, listening_child
 from benchmarks.layouts import LAYOUTS
 
 _MODIFIED = "2026-11-28T00:00:00.000Z"
@@ -160,33 +159,16 @@ async def serve(names: Sequence[str], port: int) -> None:
     buckets = {name: bucket_for(name) for name in {"bench-empty", *names}}
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(buckets), "127.0.0.1", port)
-    print(f"listening on http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    announce(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
     async with server:
         await server.serve_forever()
 
 
-@contextlib.contextmanager
-def running_synthetic_s3(buckets: Sequence[str]) -> Iterator[str]:
+def running_synthetic_s3(buckets: Sequence[str]) -> contextlib.AbstractContextManager[str]:
     """This endpoint in a process of its own, serving ``buckets``; yields its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.synthetic_s3", "--buckets", ",".join(buckets)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+    return listening_child(
+        "benchmarks.synthetic_s3", "--buckets", ",".join(buckets), what="the in-memory endpoint"
     )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the in-memory endpoint did not start (it said {line!r})")
-        yield line.removeprefix("listening on ").strip()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,13 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.buckets.split(",") if name.strip()]
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with fast_runner() as runner:
         runner.run(serve(names, args.port))
     return 0
 

@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
 import anyio
@@ -80,30 +79,6 @@ class CpuGauge:
         return self._busy
 
 
-@dataclass
-class WorkerTotals:
-    """What the workers listed, for the scan's summary."""
-
-    ranges: int = 0
-    objects: int = 0
-    bytes: int = 0
-    requests: int = 0
-    retries: int = 0
-    matched: int | None = None
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def add(self, report: dict[str, Any]) -> None:
-        self.ranges += 1
-        self.objects += report["objects"]
-        self.bytes += report["bytes"]
-        self.requests += report["requests"]
-        self.retries += report["retries"]
-        if report["matched"] is not None:
-            self.matched = (self.matched or 0) + report["matched"]
-            for reason, count in report["skipped"].items():
-                self.skipped[reason] = self.skipped.get(reason, 0) + count
-
-
 class Offloader:
     """Decides when a range goes to a worker process, runs the workers, delivers their output."""
 
@@ -127,7 +102,6 @@ class Offloader:
         self._running = 0
         self.workers: list[Worker] = []
         self.files: list[IO[bytes]] = []
-        self.totals = WorkerTotals()
 
     def wants(self, remaining_keys: float) -> bool:
         """Whether a range with about ``remaining_keys`` left should go to a worker now."""
@@ -147,7 +121,6 @@ class Offloader:
         finally:
             self._running -= 1
             self._lend_concurrency(self._share)
-        self.totals.add(report)
         self._on_worker_done(report)
         file = open(worker.output_path, "rb")  # noqa: SIM115 - closed when the scan ends
         self.files.append(file)
@@ -156,11 +129,8 @@ class Offloader:
 
     def _lend_concurrency(self, change: int) -> None:
         """The parent's own request limit gives up a worker's share while the worker runs."""
-        limiter = self._limiter
-        if limiter is None:
-            return
-        limiter.maximum = max(1, limiter.maximum + change)
-        limiter.limit = min(limiter.limit, float(limiter.maximum))
+        if self._limiter is not None:
+            self._limiter.set_maximum(self._limiter.maximum + change)
 
 
 def offloads(config: ScanConfig) -> bool:

@@ -22,11 +22,10 @@ from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSour
 from scanner.errors import ScanError
 from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
-from scanner.offload import Offloader, offloading
+from scanner.offload import offloading
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
 from scanner.s3.client import RequestStats, S3PageSource
-from scanner.s3.throttle import AdaptiveLimiter
 from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
 
 if TYPE_CHECKING:
@@ -64,6 +63,16 @@ class ScanSummary:
         for reason, count in reasons.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count
 
+    def add_worker(self, report: dict[str, Any]) -> None:
+        """What a worker process listed (its report), added to this scan's counts."""
+        self.objects += report["objects"]
+        self.bytes += report["bytes"]
+        self.requests.requests += report["requests"]
+        self.requests.retries += report["retries"]
+        if report["matched"] is not None:
+            self.matched = (self.matched or 0) + report["matched"]
+            self.add_skipped(report["skipped"])
+
 
 class PageHandler:
     """Counts, filters and encodes one page of records: what each worker does per page."""
@@ -91,7 +100,8 @@ class PageHandler:
 
     def finish(self) -> None:
         if self.filter is not None:
-            self._summary.matched = self.filter.matched
+            # Added, not set: worker processes' counts may be in already.
+            self._summary.matched = (self._summary.matched or 0) + self.filter.matched
             self._summary.add_skipped(self.filter.skipped)
 
     def counters(self) -> Counters:
@@ -197,12 +207,8 @@ async def _scan_into(
     handle = PageHandler(config, summary)
     root = KeyRange(config.location.prefix)
     parallelism = config.connection.concurrency
-
-    def workers_done(report: dict[str, Any]) -> None:
-        summary.objects += report["objects"]
-        summary.bytes += report["bytes"]
-        summary.requests.requests += report["requests"]
-        summary.requests.retries += report["retries"]
+    # With --processes auto, workers borrow request slots from it while they run.
+    limiter = source.limiter if isinstance(source, S3PageSource) else None
 
     if config.ordered:
         restored = await checkpoint.restore() if checkpoint is not None else None
@@ -241,7 +247,7 @@ async def _scan_into(
             output.finish(slot, True)
 
         try:
-            async with offloading(config, deliver_ordered, _limiter_of(source), workers_done) as offloader:
+            async with offloading(config, deliver_ordered, limiter, summary.add_worker) as offloader:
                 enumerator = Enumerator(
                     source,
                     root,
@@ -278,7 +284,6 @@ async def _scan_into(
             summary.spilled_bytes = output.spilled_bytes
             output.close()
         handle.finish()
-        _add_worker_selection(summary, offloader)
         return
 
     send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
@@ -300,8 +305,7 @@ async def _scan_into(
     async with anyio.create_task_group() as group:
         group.start_soon(drain)
         # The workers' files go into the stream too: it closes after them.
-        limiter = _limiter_of(source)
-        async with send, offloading(config, deliver_unordered, limiter, workers_done) as offloader:
+        async with send, offloading(config, deliver_unordered, limiter, summary.add_worker) as offloader:
             enumerator = Enumerator(
                 source,
                 root,
@@ -317,16 +321,3 @@ async def _scan_into(
             else:
                 await enumerator.run_ranges(ranges, object())
     handle.finish()
-    _add_worker_selection(summary, offloader)
-
-
-def _limiter_of(source: PageSource) -> AdaptiveLimiter | None:
-    return source.limiter if isinstance(source, S3PageSource) else None
-
-
-def _add_worker_selection(summary: ScanSummary, offloader: Offloader | None) -> None:
-    """The workers' filter counts, once the scan's own are in the summary."""
-    if offloader is None or offloader.totals.matched is None:
-        return
-    summary.matched = (summary.matched or 0) + offloader.totals.matched
-    summary.add_skipped(offloader.totals.skipped)

@@ -279,13 +279,7 @@ async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker
             await writer.write(first)
         for worker in workers:
             report = await collect(worker)
-            summary.objects += report["objects"]
-            summary.bytes += report["bytes"]
-            summary.requests.requests += report["requests"]
-            summary.requests.retries += report["retries"]
-            if report["matched"] is not None:
-                summary.matched = (summary.matched or 0) + report["matched"]
-                summary.add_skipped(report["skipped"])
+            summary.add_worker(report)
             await _copy_into(writer, worker.output_path)
         await writer.commit()
     except BaseException:

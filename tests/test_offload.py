@@ -172,6 +172,16 @@ def test_filters_and_items_with_workers(
     assert (shared.matched, shared.skipped, shared.tasks) == (alone.matched, alone.skipped, alone.tasks)
 
 
+def _nested_bucket_and_places(
+    s3: S3Target, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[str, Path, Path]:
+    """The shared nested bucket, a temporary directory that must end empty, an output path."""
+    _use(s3, monkeypatch)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    return s3.shared_bucket("nested", nested_keys()), temp, tmp_path / "out.jsonl"
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -182,11 +192,7 @@ def test_a_failed_worker_fails_the_scan_and_leaves_nothing(
     s3: S3Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The parent lists from the server, its workers from an endpoint that refuses them."""
-    _use(s3, monkeypatch)
-    bucket = s3.shared_bucket("nested", nested_keys())
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    out = tmp_path / "out.jsonl"
+    bucket, temp, out = _nested_bucket_and_places(s3, monkeypatch, tmp_path)
     dead = ConnectionConfig(endpoint_url=f"http://127.0.0.1:{_closed_port()}", concurrency=8, max_attempts=1)
     config = _handing_over(_config(bucket, out, connection=dead, temp_dir=str(temp)))
 
@@ -208,11 +214,7 @@ def test_a_cancelled_scan_stops_its_workers(
     s3: S3Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers list through a proxy slow enough that they are still running when the scan stops."""
-    _use(s3, monkeypatch)
-    bucket = s3.shared_bucket("nested", nested_keys())
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    out = tmp_path / "out.jsonl"
+    bucket, temp, out = _nested_bucket_and_places(s3, monkeypatch, tmp_path)
     with FaultProxy(s3.endpoint_url, latency=5.0) as slow:
         through_proxy = ConnectionConfig(endpoint_url=slow.url, concurrency=8)
         config = _handing_over(_config(bucket, out, connection=through_proxy, temp_dir=str(temp)))

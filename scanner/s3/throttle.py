@@ -44,6 +44,12 @@ class AdaptiveLimiter:
         self.in_flight -= 1
         self._wake()
 
+    def set_maximum(self, maximum: int) -> None:
+        """A new ceiling: part of it lent to a worker process, or given back (climbed back to)."""
+        self.maximum = max(1, maximum)
+        self.minimum = min(self.minimum, self.maximum)
+        self.limit = min(self.limit, float(self.maximum))
+
     def succeeded(self) -> None:
         if self.limit < self.maximum:
             self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
