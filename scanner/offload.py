@@ -100,6 +100,7 @@ class Offloader:
         self._min_keys = _HAND_OVER_MIN_KEYS if config.busy_cpu_share > 0 else 0
         self._share = max(1, -(-config.connection.concurrency // config.processes))
         self._running = 0
+        self._own_requests = limiter.maximum if limiter is not None else 0
         self.workers: list[Worker] = []
         self.files: list[IO[bytes]] = []
 
@@ -112,7 +113,7 @@ class Offloader:
         worker = fork_worker(self._config, [key_range], self._config.processes)
         self.workers.append(worker)
         self._running += 1
-        self._lend_concurrency(-self._share)
+        self._lend_concurrency()
         self._group.start_soon(self._finish, worker, slot)
 
     async def _finish(self, worker: Worker, slot: object) -> None:
@@ -120,17 +121,17 @@ class Offloader:
             report = await collect(worker)
         finally:
             self._running -= 1
-            self._lend_concurrency(self._share)
+            self._lend_concurrency()
         self._on_worker_done(report)
         file = open(worker.output_path, "rb")  # noqa: SIM115 - closed when the scan ends
         self.files.append(file)
         os.unlink(worker.output_path)
         await self._deliver(file, slot)
 
-    def _lend_concurrency(self, change: int) -> None:
-        """The parent's own request limit gives up a worker's share while the worker runs."""
+    def _lend_concurrency(self) -> None:
+        """The parent's own request limit gives up each running worker's share."""
         if self._limiter is not None:
-            self._limiter.set_maximum(self._limiter.maximum + change)
+            self._limiter.set_maximum(self._own_requests - self._running * self._share)
 
 
 def offloads(config: ScanConfig) -> bool:

@@ -46,3 +46,16 @@ def test_never_more_in_flight_than_the_limit() -> None:
 
     anyio.run(main)
     assert peak == 2
+
+
+def test_a_lent_share_of_the_ceiling_comes_back_by_climbing() -> None:
+    limiter = AdaptiveLimiter(16)
+    limiter.set_maximum(8)  # a worker process borrows half
+    assert (limiter.maximum, limiter.limit) == (8, 8)
+    limiter.set_maximum(16)
+    assert limiter.limit == 8
+    for _ in range(200):
+        limiter.succeeded()
+    assert limiter.limit == 16
+    limiter.set_maximum(0)
+    assert limiter.maximum == limiter.limit == 1
