@@ -120,8 +120,8 @@ class Enumerator:
         *,
         parallelism: int,
         emit: EmitFn,
-        split_slot: SplitFn,
-        finish_slot: FinishFn,
+        split_slot: SplitFn | None = None,
+        finish_slot: FinishFn | None = None,
         hand_over: HandOver | None = None,
     ) -> None:
         self._source = source
@@ -129,8 +129,9 @@ class Enumerator:
         self._root = root
         self._parallelism = max(1, parallelism)
         self._emit = emit
-        self._split_slot = split_slot
-        self._finish_slot = finish_slot
+        # Without them every range shares one slot (output in arrival order, or none at all).
+        self._split_slot: SplitFn = split_slot or _same_slot
+        self._finish_slot: FinishFn = finish_slot or _nothing_to_finish
         self._alive = 0
         self._cuts_pending = False
         self._cuts: list[str] | None = None
@@ -437,6 +438,14 @@ class Enumerator:
         for part, new_slot in zip(parts[1:], new_slots, strict=True):
             self._start(group, part, new_slot, probe=probe, split_off=split_off)
         return parts[0]
+
+
+def _same_slot(slot: OutputSlot, parts: list[KeyRange]) -> list[OutputSlot]:
+    return [slot] * len(parts)
+
+
+def _nothing_to_finish(slot: OutputSlot, complete: bool) -> None:
+    pass
 
 
 def _next_token(page: ListPage, sent: str | None) -> str:

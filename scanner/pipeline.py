@@ -311,8 +311,6 @@ async def _scan_into(
                 root,
                 parallelism=parallelism,
                 emit=emit_unordered,
-                split_slot=lambda slot, parts: [slot] * len(parts),
-                finish_slot=lambda slot, complete: None,
                 hand_over=offloader,
             )
             summary.enumeration = enumerator.stats

@@ -159,8 +159,6 @@ async def plan_shards(config: ScanConfig) -> ShardPlan:
             KeyRange(config.location.prefix),
             parallelism=config.connection.concurrency,
             emit=_never,
-            split_slot=lambda slot, parts: [slot] * len(parts),
-            finish_slot=lambda slot, complete: None,
         )
         # One range per request slot of the whole scan (each worker gets its share of both):
         # more would cost a partial page per extra range (130 requests instead of 114 on 100k

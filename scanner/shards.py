@@ -119,8 +119,6 @@ async def make_plan(location: S3Location, connection: ConnectionConfig, count: i
             root,
             parallelism=count,
             emit=_emit_nothing,
-            split_slot=lambda slot, parts: [slot] * len(parts),
-            finish_slot=lambda slot, complete: None,
         )
         # Shards never split across machines: plan them from discovery's evenly spread points.
         first_page, ranges = await enumerator.plan(count * _PROBES_PER_SHARD, cut_at_counters=False)
