@@ -192,7 +192,9 @@ def _counter_ceiling(*chars: str) -> str | None:
     return "Z" if all(c in _UPPER for c in chars) else None
 
 
-def sibling_split(rest: KeyRange, first: str, last: str, parts: int) -> list[KeyRange]:
+def sibling_split(
+    rest: KeyRange, first: str, last: str, parts: int, *, page_keys: int = 0, min_block_keys: int = 0
+) -> list[KeyRange]:
     """Split ``rest`` at the blocks that follow the one a page from ``first`` to ``last`` filled.
 
     When the page's keys differ inside a counter (``img00100`` to ``img01099``), the keys after
@@ -204,6 +206,12 @@ def sibling_split(rest: KeyRange, first: str, last: str, parts: int) -> list[Key
     Each part is one block. Byte-wise midpoints cannot see such blocks, a sliver of the byte
     space: cut at them, a range closes in on its keys a few bits per split, one round trip after
     another.
+
+    With ``page_keys`` (the page's count) and ``min_block_keys``, a counter's finer blocks are
+    passed over while they would hold fewer keys than that, at the page's own density: past
+    ``scans/000000999`` the blocks ``scans/000001``... hold one page each, and each costs a
+    request to find where it ends, so the parts start at ``scans/00001``... (ten pages each).
+    The coarsest level is kept whatever its size.
 
     Returns ``[rest]`` when the page does not end inside a counter or no sibling lies inside
     ``rest``. Like ``split``, the parts tile ``rest`` exactly.
@@ -223,10 +231,17 @@ def sibling_split(rest: KeyRange, first: str, last: str, parts: int) -> list[Key
         return _tile(rest, _points_inside(rest, (common + digit for digit in digits), parts - 1))
     # Counted in the counter's own alphabet: hex goes from 9 to a, past no empty punctuation.
     alphabet = _alphabet_ending(ceiling)
-    candidates: list[str] = []
+    # Keys per step of the first differing character, and so per block of each level above it.
+    steps = alphabet.index(last[len(common)]) - alphabet.index(first[len(common)]) + 1
+    block_keys = page_keys / steps * len(alphabet)
+    levels: list[tuple[float, list[str]]] = []  # finest first
     while level >= len(rest.prefix) and _counter_ceiling(common[level], ceiling) == ceiling:
-        candidates += (common[:level] + digit for digit in alphabet[alphabet.index(common[level]) + 1 :])
+        siblings = [common[:level] + digit for digit in alphabet[alphabet.index(common[level]) + 1 :]]
+        levels.append((block_keys, siblings))
+        block_keys *= len(alphabet)
         level -= 1
+    chosen = [siblings for size, siblings in levels if size >= min_block_keys] or [levels[-1][1]]
+    candidates = [point for siblings in chosen for point in siblings]
     return _tile(rest, _points_inside(rest, candidates, parts - 1))
 
 

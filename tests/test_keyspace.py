@@ -140,7 +140,9 @@ def test_sibling_split_tiles_the_range_exactly(
     if end is not None and end <= last:
         end = None
     rest = KeyRange(prefix, last, end)
-    pieces = sibling_split(rest, first, last, parts)
+    # Whatever block size the page's density suggests, the parts still tile the range.
+    minimum = data.draw(st.sampled_from([0, 1, 5_000, 10**9]))
+    pieces = sibling_split(rest, first, last, parts, page_keys=high - low + 1, min_block_keys=minimum)
     assert 1 <= len(pieces) <= parts
     assert pieces[0].start_after == last
     assert pieces[-1].end == end
@@ -187,5 +189,19 @@ def test_sibling_split_follows_sequential_numbers() -> None:
     assert [p.end for p in series] == ["s/series8", "s/series9", None]
     flat = sibling_split(KeyRange("scans/", "scans/1f3", None), "scans/0a1", "scans/1f3", 4)
     assert [p.end for p in flat] == ["scans/2", "scans/3", "scans/4", None]
+    # Blocks smaller than asked for, at the page's density, give way to the next level's.
+    one_page_blocks = KeyRange("", "big/000000999.bin", None)
+    ends = [p.end for p in sibling_split(one_page_blocks, "big/000000000.bin", "big/000000999.bin", 4)]
+    assert ends == ["big/000001", "big/000002", "big/000003", None]
+    sized = sibling_split(
+        one_page_blocks, "big/000000000.bin", "big/000000999.bin", 4, page_keys=1000, min_block_keys=5000
+    )
+    assert [p.end for p in sized] == ["big/00001", "big/00002", "big/00003", None]
+    first, last = "study01000/series0/img00.dcm", "study01004/series7/img24.dcm"
+    sized = sibling_split(KeyRange("", last, None), first, last, 3, page_keys=1000, min_block_keys=5000)
+    assert [p.end for p in sized] == ["study011", "study012", None]  # 100 studies each, not 10
+    # When no level's blocks are that large, the coarsest level is kept.
+    coarsest = sibling_split(rest, "n/00018000", "n/00018999", 3, page_keys=1000, min_block_keys=10**9)
+    assert [p.end for p in coarsest] == ["n/1", "n/2", None]
     # Pages that do not differ inside a counter keep byte-wise splitting.
     assert len(sibling_split(KeyRange("", "s/_b", None), "s/-a", "s/_b", 4)) == 1
