@@ -81,6 +81,12 @@ class S3Target:
         )
         return env
 
+    def use_in(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point this process's AWS settings at this server (for scans run in-process)."""
+        for name, value in self.env().items():
+            if name.startswith("AWS_"):
+                monkeypatch.setenv(name, value)
+
     def new_bucket(self, keys: Iterable[str] = ()) -> str:
         name = f"test-{self.kind}-{os.getpid()}-{next(_bucket_numbers)}"
         self.client().create_bucket(Bucket=name)

@@ -49,9 +49,7 @@ def test_throttling_lowers_then_restores_requests_in_flight(
 
         watcher = threading.Thread(target=end_throttling, daemon=True)
         watcher.start()
-        for name, value in rgw_target.env().items():
-            if name.startswith("AWS_"):
-                monkeypatch.setenv(name, value)
+        rgw_target.use_in(monkeypatch)
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         config = ScanConfig(
             parse_s3_uri(f"s3://{bucket}"), ConnectionConfig(concurrency=CONCURRENCY), output=str(out)

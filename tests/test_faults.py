@@ -287,9 +287,7 @@ def test_read_timeout(
 ) -> None:
     """Responses slower than the read timeout are retried (in-process: no CLI option sets it)."""
     bucket, expected = bucket_of(s3)
-    for name, value in s3.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
+    s3.use_in(monkeypatch)
     out = tmp_path / "keys.jsonl"
     with proxy_to(s3, rate=FAULT_RATE, kinds=["slow"], seed=3, stall=3.0) as proxy:
         config = ScanConfig(
@@ -315,9 +313,7 @@ def test_read_timeout_past_retry_budget(
     moto_target: S3Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket, _ = bucket_of(moto_target)
-    for name, value in moto_target.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
+    moto_target.use_in(monkeypatch)
     places = Places.under(tmp_path)
     with proxy_to(moto_target, rate=1.0, kinds=["slow"], stall=2.0) as proxy:
         config = ScanConfig(

@@ -97,12 +97,6 @@ def test_cpu_limit_is_quota_over_period(quota: int, period: int) -> None:
 # -- handing ranges over, against real servers ------------------------------------------------
 
 
-def _use(s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in s3.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
-
-
 def _config(bucket: str, out: Path, **options: Any) -> ScanConfig:
     connection = options.pop("connection", ConnectionConfig(concurrency=8))
     return ScanConfig(parse_s3_uri(f"s3://{bucket}"), connection, output=str(out), **options)
@@ -123,7 +117,7 @@ def _handing_over(config: ScanConfig, processes: int = 3) -> ScanConfig:
 def test_worker_ranges_take_their_place_in_the_output(
     s3: S3Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
-    _use(s3, monkeypatch)
+    s3.use_in(monkeypatch)
     keys = nested_keys() if layout == "nested" else flat_keys()
     bucket = s3.shared_bucket(layout, keys)
     alone = _scan(_config(bucket, tmp_path / "alone.jsonl"))
@@ -140,7 +134,7 @@ def test_worker_ranges_take_their_place_in_the_output(
 def test_unordered_output_with_workers_has_every_key_once(
     s3: S3Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _use(s3, monkeypatch)
+    s3.use_in(monkeypatch)
     keys = nested_keys()
     bucket = s3.shared_bucket("nested", keys)
     out = tmp_path / "out.jsonl"
@@ -156,7 +150,7 @@ def test_unordered_output_with_workers_has_every_key_once(
 def test_filters_and_items_with_workers(
     s3: S3Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _use(s3, monkeypatch)
+    s3.use_in(monkeypatch)
     bucket = s3.shared_bucket("nested", nested_keys())
     from scanner.items import GroupingSpec
 
@@ -176,7 +170,7 @@ def _nested_bucket_and_places(
     s3: S3Target, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> tuple[str, Path, Path]:
     """The shared nested bucket, a temporary directory that must end empty, an output path."""
-    _use(s3, monkeypatch)
+    s3.use_in(monkeypatch)
     temp = tmp_path / "temp"
     temp.mkdir()
     return s3.shared_bucket("nested", nested_keys()), temp, tmp_path / "out.jsonl"

@@ -145,9 +145,7 @@ async def _observed_scan(config: ScanConfig) -> tuple[ScanSummary, set[str]]:
 
 def test_keys_equal_to_split_points(s3: S3Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Put a key at every bound the splitter used, scan again: each is listed exactly once."""
-    for name, value in s3.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
+    s3.use_in(monkeypatch)
     keys = set(flat_keys(3000, seed=11)) | set(nested_keys(2000))
     bucket = s3.new_bucket(keys)
     out = tmp_path / "out.jsonl"

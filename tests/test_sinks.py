@@ -58,9 +58,7 @@ def test_full_disk_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def _connection(s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> ConnectionConfig:
-    for name, value in s3.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
+    s3.use_in(monkeypatch)
     return ConnectionConfig(addressing_style="path")
 
 

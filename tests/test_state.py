@@ -502,9 +502,7 @@ def test_diff_encoding() -> None:
 
 
 def _connection(s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> ConnectionConfig:
-    for name, value in s3.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
+    s3.use_in(monkeypatch)
     return ConnectionConfig(addressing_style="path")
 
 
