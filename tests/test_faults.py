@@ -304,7 +304,9 @@ def test_read_timeout(
     record_property("seconds", round(seconds, 1))
     assert proxy.faults["slow"] > 0, proxy.counts()
     assert_exact(keys_in(out), expected)
-    assert summary.requests.retries == proxy.faults["slow"]
+    # Every stalled response is retried; a forwarded page that itself takes longer than the
+    # read timeout on a loaded machine is retried too, so the count may be higher, never lower.
+    assert summary.requests.retries >= proxy.faults["slow"]
     assert "timed out" in summary.requests.last_error
     assert seconds < RUN_BOUND
 
