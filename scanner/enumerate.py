@@ -92,7 +92,7 @@ class HandOver(Protocol):
     def take(self, key_range: KeyRange, slot: OutputSlot) -> None: ...
 
 
-EmitFn = Callable[[OutputSlot, list[ObjectRecord]], Awaitable[None]]
+EmitFn = Callable[[OutputSlot, Sequence[ObjectRecord]], Awaitable[None]]
 # New slots for the ranges split off the end of a slot's range, in order.
 SplitFn = Callable[[OutputSlot, list[KeyRange]], list[OutputSlot]]
 # A slot gets no more records; ``complete`` says whether its range was listed to the end.
@@ -383,7 +383,7 @@ class Enumerator:
         group: TaskGroup,
         rest: KeyRange,
         slot: OutputSlot,
-        page: list[ObjectRecord],
+        page: Sequence[ObjectRecord],
         pages_listed: int,
     ) -> tuple[KeyRange, int] | None:
         """Give idle request slots the upper parts of ``rest``; keep the first part.

@@ -17,6 +17,7 @@ advances it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +31,7 @@ from scanner.state import ChangeDetector, StateReader, StateWriter
 from scanner.writers import ItemsWriter, PageEncoder, Writer
 
 
-def encode_full_records(records: list[ObjectRecord]) -> bytes:
+def encode_full_records(records: Sequence[ObjectRecord]) -> bytes:
     """A page as one JSON array of record arrays: everything the state and the output need."""
     return orjson.dumps([tuple(record) for record in records]) + b"\n"
 

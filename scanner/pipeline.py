@@ -24,7 +24,7 @@ from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
 from scanner.offload import offloading
 from scanner.ordering import OrderedOutput, Segment
-from scanner.records import ObjectRecord
+from scanner.records import ObjectRecord, total_size
 from scanner.s3.client import RequestStats, S3PageSource
 from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
 
@@ -90,10 +90,10 @@ class PageHandler:
             self._encode = page_encoder(config)
         self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
 
-    def __call__(self, records: list[ObjectRecord]) -> bytes:
+    def __call__(self, records: Sequence[ObjectRecord]) -> bytes:
         summary = self._summary
         summary.objects += len(records)
-        summary.bytes += sum(r.size for r in records)
+        summary.bytes += total_size(records)
         if self.filter is not None:
             records = self.filter.select(records)
         return self._encode(records) if records else b""
@@ -219,7 +219,7 @@ async def _scan_into(
             first=restored.first if restored is not None else Segment(whole.start_after, whole.end),
         )
 
-        async def emit_ordered(slot: OutputSlot, records: list[ObjectRecord]) -> None:
+        async def emit_ordered(slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
             assert isinstance(slot, Segment)
             try:
                 output.add(slot, handle(records), records[-1].key)
@@ -288,7 +288,7 @@ async def _scan_into(
 
     send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
 
-    async def emit_unordered(slot: OutputSlot, records: list[ObjectRecord]) -> None:
+    async def emit_unordered(slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
         chunk = handle(records)
         if chunk:
             await send.send(chunk)

@@ -172,7 +172,7 @@ async def plan_shards(config: ScanConfig) -> ShardPlan:
     return ShardPlan(first_page, shards, requests, retries)
 
 
-async def _never(slot: object, records: list[ObjectRecord]) -> None:
+async def _never(slot: object, records: Sequence[ObjectRecord]) -> None:
     raise AssertionError("planning emits nothing")
 
 

@@ -165,7 +165,7 @@ async def _probe(source: Any, rest: KeyRange, probes: int) -> list[str]:
     return sorted(set(found))
 
 
-async def _emit_nothing(slot: object, records: list[ObjectRecord]) -> None:
+async def _emit_nothing(slot: object, records: Sequence[ObjectRecord]) -> None:
     raise AssertionError("planning emits nothing")
 
 

@@ -14,7 +14,7 @@ otherwise, so a destination holds either the complete output or nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO, Protocol
 
 import orjson
@@ -22,14 +22,15 @@ import orjson
 from scanner.config import ScanConfig
 from scanner.errors import ScanError
 from scanner.items import GroupingSpec, ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
-from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl
+from scanner.records import ObjectRecord, RecordColumns, csv_header, encode_csv, encode_jsonl
 from scanner.sinks import Sink, open_sink
 
-PageEncoder = Callable[[list[ObjectRecord]], bytes]
+PageEncoder = Callable[[Sequence[ObjectRecord]], bytes]
 
 
-def encode_keys(records: list[ObjectRecord]) -> bytes:
-    return orjson.dumps([record.key for record in records]) + b"\n"
+def encode_keys(records: Sequence[ObjectRecord]) -> bytes:
+    keys = records.keys if isinstance(records, RecordColumns) else [record.key for record in records]
+    return orjson.dumps(list(keys)) + b"\n"
 
 
 def page_encoder(config: ScanConfig) -> PageEncoder:

@@ -14,7 +14,7 @@ from urllib.parse import quote_plus, unquote_plus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.records import ObjectRecord, records_from_columns
+from scanner.records import ObjectRecord, RecordColumns, encode_jsonl, records_from_columns
 from scanner.s3.parse import ListPage, normalize_time, parse_list_page
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -150,12 +150,16 @@ def test_every_dialect_reads_as_an_xml_parser_reads_it(
     keys = sorted(data.draw(st.sets(key, min_size=1, max_size=30)))
     prefixes = data.draw(st.lists(key, max_size=3))
     body = _body(keys, dialect, times, classes, prefixes, token)
-    assert parse_list_page(body) == _read_as_xml(body)
+    page = parse_list_page(body)
+    expected = _read_as_xml(body)
+    assert page == expected
+    # Columns or records, the JSON Lines are orjson's bytes for the records an XML parser reads.
+    assert encode_jsonl(page.records) == encode_jsonl(expected.records)
 
 
 @given(dialect=dialects, keys=st.sets(xml_key, min_size=2, max_size=20), odd=st.integers(min_value=0))
 def test_an_entry_of_another_shape_is_still_read(dialect: Dialect, keys: set[str], odd: int) -> None:
-    """One entry unlike the first (an extra element) sends the page down the careful path."""
+    """One entry unlike the first (an extra element before its fields) is still read right."""
     dialect = Dialect(dialect.layout, dialect.separator, dialect.etag_quote, False, False)
     body = _body(sorted(keys), dialect, list(_TIMES[:1]), ["STANDARD"], [], None)
     entries = body.split("</Contents>")
@@ -188,3 +192,27 @@ def test_records_from_columns_are_object_records() -> None:
     assert records == [ObjectRecord("a", 1, "t1", "e1", "S"), ObjectRecord("b", 2, "t2", "e2", "G")]
     assert all(type(record) is ObjectRecord for record in records)
     assert records[1].storage_class == "G"
+
+
+@given(dialect=dialects, keys=st.sets(xml_key, min_size=2, max_size=20), odd=st.integers(min_value=0))
+def test_an_entry_with_an_element_between_its_fields_is_read_carefully(
+    dialect: Dialect, keys: set[str], odd: int
+) -> None:
+    dialect = Dialect(dialect.layout, dialect.separator, dialect.etag_quote, False, False)
+    body = _body(sorted(keys), dialect, list(_TIMES[:1]), ["STANDARD"], [], None)
+    entries = body.split("</Contents>")
+    index = odd % (len(entries) - 1)
+    entries[index] = entries[index].replace("</Key>", "</Key><Extra>1</Extra>", 1)
+    body = "</Contents>".join(entries)
+    page = parse_list_page(body)
+    assert not isinstance(page.records, RecordColumns)
+    assert page == _read_as_xml(body)
+
+
+def test_sizes_with_leading_zeros_are_numbers() -> None:
+    dialect = Dialect(_LAYOUTS["rgw"], "", "&quot;", True, False)
+    body = _body(["a", "b"], dialect, list(_TIMES[:1]), ["STANDARD"], [], None)
+    body = body.replace("<Size>1000</Size>", "<Size>01000</Size>")
+    page = parse_list_page(body)
+    assert [record.size for record in page.records] == [0, 1000]
+    assert b'"size":1000,' in encode_jsonl(page.records)
