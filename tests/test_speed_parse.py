@@ -157,15 +157,20 @@ def test_every_dialect_reads_as_an_xml_parser_reads_it(
     assert encode_jsonl(page.records) == encode_jsonl(expected.records)
 
 
-@given(dialect=dialects, keys=st.sets(xml_key, min_size=2, max_size=20), odd=st.integers(min_value=0))
-def test_an_entry_of_another_shape_is_still_read(dialect: Dialect, keys: set[str], odd: int) -> None:
-    """One entry unlike the first (an extra element before its fields) is still read right."""
+def _body_with_one_odd_entry(dialect: Dialect, keys: set[str], odd: int, old: str, new: str) -> str:
+    """A page of ``keys`` (not URL-encoded) in which entry ``odd`` has ``old`` replaced by ``new``."""
     dialect = Dialect(dialect.layout, dialect.separator, dialect.etag_quote, False, False)
     body = _body(sorted(keys), dialect, list(_TIMES[:1]), ["STANDARD"], [], None)
     entries = body.split("</Contents>")
     index = odd % (len(entries) - 1)
-    entries[index] = entries[index].replace("<Key>", "<Extra><a>1</a></Extra><Key>", 1)
-    body = "</Contents>".join(entries)
+    entries[index] = entries[index].replace(old, new, 1)
+    return "</Contents>".join(entries)
+
+
+@given(dialect=dialects, keys=st.sets(xml_key, min_size=2, max_size=20), odd=st.integers(min_value=0))
+def test_an_entry_of_another_shape_is_still_read(dialect: Dialect, keys: set[str], odd: int) -> None:
+    """One entry unlike the first (an extra element before its fields) is still read right."""
+    body = _body_with_one_odd_entry(dialect, keys, odd, "<Key>", "<Extra><a>1</a></Extra><Key>")
     assert parse_list_page(body) == _read_as_xml(body)
 
 
@@ -198,12 +203,7 @@ def test_records_from_columns_are_object_records() -> None:
 def test_an_entry_with_an_element_between_its_fields_is_read_carefully(
     dialect: Dialect, keys: set[str], odd: int
 ) -> None:
-    dialect = Dialect(dialect.layout, dialect.separator, dialect.etag_quote, False, False)
-    body = _body(sorted(keys), dialect, list(_TIMES[:1]), ["STANDARD"], [], None)
-    entries = body.split("</Contents>")
-    index = odd % (len(entries) - 1)
-    entries[index] = entries[index].replace("</Key>", "</Key><Extra>1</Extra>", 1)
-    body = "</Contents>".join(entries)
+    body = _body_with_one_odd_entry(dialect, keys, odd, "</Key>", "</Key><Extra>1</Extra>")
     page = parse_list_page(body)
     assert not isinstance(page.records, RecordColumns)
     assert page == _read_as_xml(body)

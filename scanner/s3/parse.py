@@ -183,9 +183,10 @@ def _pattern_for(shape: _EntryShape) -> re.Pattern[str]:
 def _parse_contents_fast(body: str, url_encoded: bool, expected: int) -> RecordColumns | None:
     """All entries with one ``findall``; None when the page does not fit the fast shape.
 
-    The shape comes from the first entry. Any entry shaped differently (a missing or extra
-    element, other spacing, an ETag with unusual characters) is not matched, so the page yields
-    fewer matches than entries and goes to the careful parser instead.
+    The shape comes from the first entry. Any entry shaped differently where it is read (a
+    missing element, an extra one between its fields, other spacing, an ETag with unusual
+    characters) is not matched, so the page yields fewer matches than entries and goes to the
+    careful parser instead; elements before its first field or after its last are not read.
 
     Everything after the ``findall`` works a column at a time (a page's keys, its sizes...), in
     C where it can: per-record Python code costs more than the regex. The columns are the page:
