@@ -126,6 +126,13 @@ class RecordColumns(Sequence[ObjectRecord]):
         return sum(self.sizes)
 
 
+def keys_of(records: Sequence[ObjectRecord]) -> Sequence[str]:
+    """A page's keys, in order: its key column when it has one."""
+    if isinstance(records, RecordColumns):
+        return records.keys
+    return [record.key for record in records]
+
+
 def total_size(records: Sequence[ObjectRecord]) -> int:
     if isinstance(records, RecordColumns):
         return records.total_size()

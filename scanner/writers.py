@@ -22,15 +22,14 @@ import orjson
 from scanner.config import ScanConfig
 from scanner.errors import ScanError
 from scanner.items import GroupingSpec, ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
-from scanner.records import ObjectRecord, RecordColumns, csv_header, encode_csv, encode_jsonl
+from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl, keys_of
 from scanner.sinks import Sink, open_sink
 
 PageEncoder = Callable[[Sequence[ObjectRecord]], bytes]
 
 
 def encode_keys(records: Sequence[ObjectRecord]) -> bytes:
-    keys = records.keys if isinstance(records, RecordColumns) else [record.key for record in records]
-    return orjson.dumps(list(keys)) + b"\n"
+    return orjson.dumps(list(keys_of(records))) + b"\n"
 
 
 def page_encoder(config: ScanConfig) -> PageEncoder:

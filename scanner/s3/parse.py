@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Final, NamedTuple
 from urllib.parse import unquote, unquote_plus
 
-from scanner.records import ObjectRecord, RecordColumns
+from scanner.records import ObjectRecord, RecordColumns, keys_of
 
 _CONTENTS: Final = re.compile(r"<Contents>(.*?)</Contents>", re.S)
 _FIELD: Final = re.compile(r"<(Key|LastModified|ETag|Size|StorageClass)>([^<]*)</")
@@ -36,7 +36,6 @@ _ENCODING: Final = re.compile(r"<EncodingType>\s*url\s*</EncodingType>")
 _ERROR: Final = re.compile(r"<Error>.*?<Code>([^<]*)</Code>(?:.*?<Message>([^<]*)</Message>)?", re.S)
 _LISTING_OPENINGS: Final = ("<?xml", "<ListBucketResult")
 _STANDARD_TIME_LENGTH: Final = len("2026-11-28T01:28:50.000Z")
-_key_of: Final = operator.itemgetter(0)
 
 
 class MalformedListing(ValueError):
@@ -100,7 +99,7 @@ def parse_list_page(body: str) -> ListPage:
     if expected != len(records):
         raise MalformedListing("the listing response has a damaged object entry")
     # S3 lists in key order; a page that is not is damaged, and would break ranges and output.
-    keys = records.keys if isinstance(records, RecordColumns) else list(map(_key_of, records))
+    keys = keys_of(records)
     if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
         raise MalformedListing("the listing response is not in key order")
 
