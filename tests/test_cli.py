@@ -368,6 +368,42 @@ def test_wrong_region_is_followed_once(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_concurrent_requests_follow_the_region_redirect_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests in flight together are all redirected: one opens the client for the bucket's
+    region, and the others are signed anew for it instead of failing."""
+    import anyio
+
+    from scanner.config import ConnectionConfig, S3Location
+    from scanner.keyspace import KeyRange
+    from scanner.s3.client import S3PageSource
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")):
+        monkeypatch.setenv(name, value)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RegionHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    keys: list[str] = []
+
+    async def list_together() -> None:
+        connection = ConnectionConfig(endpoint_url=url, region="us-east-1")
+        async with S3PageSource(S3Location("bucket", ""), connection) as source:
+
+            async def one() -> None:
+                page = await source.list_page(KeyRange(""))
+                keys.extend(record.key for record in page.records)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(4):
+                    group.start_soon(one)
+
+    try:
+        anyio.run(list_together)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert keys == ["in-eu-west-1"] * 4
+
+
 def test_expired_credentials(tmp_path: Path) -> None:
     expired = (
         b"<?xml version='1.0'?><Error><Code>ExpiredToken</Code>"

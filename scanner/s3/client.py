@@ -93,6 +93,10 @@ class S3PageSource:
     _client_context: Any = None
     _http: aiohttp.ClientSession | None = None
     _region_switched: bool = False
+    # Counts the clients opened: a redirect answered to a request signed by an earlier client
+    # says nothing about the current one.
+    _client_generation: int = 0
+    _region_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _credentials: Any = None
     _template: RequestTemplate | None = None
     _use_template: bool = True
@@ -101,7 +105,18 @@ class S3PageSource:
 
     async def __aenter__(self) -> S3PageSource:
         self.limiter = AdaptiveLimiter(self.config.concurrency)
-        await self._open_client(self.config.region)
+        # Loading a CA bundle takes some 40 ms with the GIL released: on a thread, it overlaps
+        # the client's set-up, which is Python through and through.
+        tls = None
+        if self._may_use_tls():
+            tls = asyncio.ensure_future(asyncio.to_thread(_tls_context, self._ca_bundle()))
+        try:
+            await self._open_client(self.config.region)
+        except BaseException:
+            if tls is not None:
+                tls.add_done_callback(_ignore_outcome)
+            raise
+        ssl_context: ssl.SSLContext | bool = await tls if tls is not None else True
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(
@@ -111,7 +126,7 @@ class S3PageSource:
         )
         connector = aiohttp.TCPConnector(
             limit=self.config.concurrency + 4,
-            ssl=self._ssl_context() if self._may_use_tls() else True,
+            ssl=ssl_context,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
         )
@@ -139,16 +154,12 @@ class S3PageSource:
         endpoint = (self.config.endpoint_url or "").lower()
         return not endpoint.startswith("http://") or self.config.ca_bundle is not None
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def _ca_bundle(self) -> str:
         import os
 
         from botocore.httpsession import get_cert_path
 
-        bundle = self.config.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
-        try:
-            return ssl.create_default_context(cafile=bundle)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot read CA bundle {bundle!r}: {exc.strerror or exc}") from exc
+        return self.config.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or str(get_cert_path(True))
 
     async def _open_client(self, region: str | None) -> None:
         # aiobotocore's session, not aioboto3's: the same credential chain, region and endpoint
@@ -256,20 +267,14 @@ class S3PageSource:
 
         attempt = 0
         while True:
+            generation = self._client_generation
             try:
                 async with self.limiter:
                     page = await self._attempt(params, key_range)
                 self.limiter.succeeded()
                 return page
             except _WrongRegion as wrong:
-                if not wrong.region or self._region_switched:
-                    hint = f" (it is in {wrong.region}: pass --region {wrong.region})" if wrong.region else ""
-                    raise UsageError(
-                        f"bucket {self.location.bucket!r} is not in the configured region{hint}"
-                    ) from None
-                # Like the AWS CLI, follow the redirect once: the bucket's region is authoritative.
-                self._region_switched = True
-                await self._open_client(wrong.region)
+                await self._follow_region(wrong.region, generation)
             except _Retry as retry:
                 attempt += 1
                 self.stats.retries += 1
@@ -285,6 +290,20 @@ class S3PageSource:
                     raise self._exhausted(retry, key_range) from None
                 delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
                 await asyncio.sleep(max(delay, retry.retry_after))
+
+    async def _follow_region(self, region: str | None, signed_by: int) -> None:
+        """Like the AWS CLI, follow a wrong-region redirect once: the bucket's region is
+        authoritative. Requests sent concurrently are all redirected: one opens the new client,
+        the others wait for it and are signed anew."""
+        async with self._region_lock:
+            if self._client_generation != signed_by:
+                return
+            if not region or self._region_switched:
+                hint = f" (it is in {region}: pass --region {region})" if region else ""
+                raise UsageError(f"bucket {self.location.bucket!r} is not in the configured region{hint}")
+            self._region_switched = True
+            await self._open_client(region)
+            self._client_generation += 1
 
     def _exhausted(self, retry: _Retry, key_range: KeyRange) -> ScanError:
         where = _describe(self.location.bucket, key_range)
@@ -392,6 +411,20 @@ class _WrongRegion(ScanError):
         super().__init__(code)
         self.region = region
         self.code = code
+
+
+def _tls_context(bundle: str) -> ssl.SSLContext:
+    """A verifying TLS context with ``bundle``'s CAs. Imports nothing: it runs on a thread."""
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot read CA bundle {bundle!r}: {exc.strerror or exc}") from exc
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    """Retrieve a future's exception that nobody will ask for (asyncio warns otherwise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle_collector() -> None:
