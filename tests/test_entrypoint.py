@@ -449,10 +449,13 @@ def test_sigterm_mid_scan_exits_143_and_writes_nothing(
     stalled = threading.Event()
 
     def latency(request: Request) -> float:
-        """Answer the first listing of the scanned folder at once, then hold every later one."""
+        """Answer the first page of the scanned folder at once, then hold every later listing
+        (the discovery listing sent along with the first page too)."""
         nonlocal listings
         if "list-type" not in request.query or not request.query.get("prefix", "").startswith("archive/"):
             return 0.0  # state, checkpoint and upload requests go through at once
+        if "delimiter" in request.query:
+            return 60.0
         listings += 1  # only the proxy's event loop thread calls this
         if listings == 1:
             return 0.0

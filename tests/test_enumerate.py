@@ -13,6 +13,7 @@ from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot
 from scanner.keyspace import KeyRange
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
+from scanner.s3.parse import ListPage
 from tests.memory_source import MemoryBucket
 
 key_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
@@ -163,7 +164,8 @@ def test_a_heavy_folder_still_fans_out_after_discovery() -> None:
 
 def test_flat_names_are_cut_at_counter_blocks_without_discovery() -> None:
     """Random hex names in one folder: the first pages show the counter, and the rest is cut at
-    its next blocks at once, with no delimiter listing and no probes."""
+    its next blocks at once. The discovery started with the first page is called off: no probes,
+    and no delimiter listing past the root's and its only folder's."""
     import random
 
     rng = random.Random(7)
@@ -171,7 +173,59 @@ def test_flat_names_are_cut_at_counter_blocks_without_discovery() -> None:
     bucket = MemoryBucket(keys, latency=0.002)
     stats: list[EnumerationStats] = []
     assert anyio.run(scan_ordered, bucket, "", 16, 10**9, stats) == keys
-    assert not any(delimiter for _, _, delimiter in bucket.requests)
+    assert sum(1 for _, _, delimiter in bucket.requests if delimiter) <= 2
     assert stats[0].probes == 0
     assert stats[0].ranges >= 8
     assert len(bucket.requests) <= len(keys) // 1000 + 16 + 4
+
+
+class _SlowDiscovery(MemoryBucket):
+    """Delimiter listings take ``discovery_latency`` (RGW walks its index for them); the order in
+    which requests start, and how many delimiter listings were answered, are kept."""
+
+    discovery_latency: float = 0.0
+    started: list[str | None]
+    answered_delimiter_listings: int = 0
+
+    async def list_page(
+        self,
+        key_range: KeyRange,
+        *,
+        delimiter: str | None = None,
+        token: str | None = None,
+        max_keys: int = 1000,
+    ) -> ListPage:
+        self.started.append(delimiter)
+        if delimiter is not None:
+            await anyio.sleep(self.discovery_latency)
+        page = await super().list_page(key_range, delimiter=delimiter, token=token, max_keys=max_keys)
+        if delimiter is not None:
+            self.answered_delimiter_listings += 1
+        return page
+
+
+def _slow_discovery_bucket(keys: list[str], discovery_latency: float) -> _SlowDiscovery:
+    bucket = _SlowDiscovery(keys, page_size=10, latency=0.005)
+    bucket.discovery_latency = discovery_latency
+    bucket.started = []
+    return bucket
+
+
+def test_discovery_starts_with_the_first_page() -> None:
+    """The slow delimiter listing runs while the first pages are listed, not after them."""
+    keys = [f"study{s:03d}/img{i:02d}" for s in range(100) for i in range(10)]
+    bucket = _slow_discovery_bucket(keys, discovery_latency=0.05)
+    stats: list[EnumerationStats] = []
+    assert anyio.run(scan_ordered, bucket, "", 8, 10**9, stats) == keys
+    assert bucket.started[:2] in (["/", None], [None, "/"])
+    assert stats[0].ranges > 1
+
+
+def test_a_prefix_of_one_page_does_not_wait_for_discovery() -> None:
+    """A prefix listed in its first page is done then: the discovery started with it is called
+    off, not waited for."""
+    keys = [f"study{s:03d}/img0" for s in range(5)]
+    bucket = _slow_discovery_bucket(keys, discovery_latency=0.5)
+    assert anyio.run(scan_ordered, bucket, "", 8, 10**9) == keys
+    assert bucket.started.count("/") == 1
+    assert bucket.answered_delimiter_listings == 0
