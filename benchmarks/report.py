@@ -34,6 +34,7 @@ class Summary:
     failed: str | None = None
     wall: float | None = None
     cpu: float | None = None
+    server_cpu: float | None = None
     peak_rss_mb: float | None = None
     requests: int | None = None
     empty_wall: float | None = None
@@ -65,6 +66,8 @@ def summarise(runs: Sequence[Run], labels: dict[str, str], sizes: dict[str, int]
             continue
         row.wall = statistics.median(run.wall for run in group)
         row.cpu = statistics.median(run.cpu for run in group)
+        server = [run.server_cpu for run in group if run.server_cpu is not None]
+        row.server_cpu = statistics.median(server) if server else None
         # The worst run's peak: a memory bound has to hold every time, not on the median run.
         row.peak_rss_mb = max(run.max_rss_kb for run in group) / 1024
         requests = [run.requests for run in group if run.requests is not None]
@@ -186,8 +189,9 @@ def markdown(meta: dict[str, Any], rows: Sequence[Summary], memory: Sequence[dic
         "Versions: " + ", ".join(f"{name} {version}" for name, version in meta["versions"].items()) + ".",
         "",
         "keys/s after start-up = N / (median wall on the N-key bucket - median wall on an empty bucket); "
-        "CPU = user+sys of the whole process tree; peak RSS = worst run's largest process. "
-        "Ratios compare keys/s after start-up.",
+        "CPU = user+sys of the whole process tree; server CPU = user+sys of the server's processes "
+        "during the run (when the harness runs the server), which shares the machine's CPUs with the "
+        "client; peak RSS = worst run's largest process. Ratios compare keys/s after start-up.",
     ]
     variants: dict[tuple[str, str], list[Summary]] = {}
     for row in rows:
@@ -196,19 +200,20 @@ def markdown(meta: dict[str, Any], rows: Sequence[Summary], memory: Sequence[dic
         lines += ["", f"## {dataset} ({variant})", ""]
         lines += [
             "| tool | wall s | keys/s | keys/s after start-up | CPU s | µs CPU/key after start-up "
-            "| peak RSS MB | requests | vs boto3 | vs obstore | % of ceiling |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| server CPU s | peak RSS MB | requests | vs boto3 | vs obstore | % of ceiling |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         ranked = sorted(group, key=lambda r: -(r.keys_per_second_after_startup or 0))
         for row in ranked:
             if row.failed:
                 failure = row.failed.replace("|", "/")
-                lines.append(f"| {row.label} | failed: {failure} |" + " |" * 9)
+                lines.append(f"| {row.label} | failed: {failure} |" + " |" * 10)
                 continue
             lines.append(
                 f"| {row.label} | {_fmt(row.wall, '.2f')} | {_fmt(row.keys_per_second, ',.0f')} "
                 f"| {_fmt(row.keys_per_second_after_startup, ',.0f')} | {_fmt(row.cpu, '.2f')} "
-                f"| {_fmt(row.cpu_us_per_key_after_startup, '.1f')} | {_fmt(row.peak_rss_mb, '.0f')} "
+                f"| {_fmt(row.cpu_us_per_key_after_startup, '.1f')} | {_fmt(row.server_cpu, '.2f')} "
+                f"| {_fmt(row.peak_rss_mb, '.0f')} "
                 f"| {_fmt(row.requests, 'd')} | {_fmt(row.vs_boto3, '.1f', 'x')} "
                 f"| {_fmt(row.vs_obstore, '.2f', 'x')} | {_fmt(_percent(row.of_ceiling), '.0f', '%')} |"
             )

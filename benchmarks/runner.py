@@ -45,6 +45,8 @@ class Run:
     requests: int | None
     ok: bool
     error: str = ""
+    # CPU seconds the server used during the run (None when it runs elsewhere).
+    server_cpu: float | None = None
 
     @property
     def cpu(self) -> float:
@@ -151,6 +153,8 @@ def _run(
         rclone_provider=bench.target.rclone_provider,
     )
     timeout = 120 + bench.timeout_per_key * dataset.size
+    server_cpu = bench.target.server_cpu
+    server_cpu_before = server_cpu() if server_cpu is not None else 0.0
     usage = _spawn(
         tool.argv(invocation),
         {**env, **tool.env(invocation)},
@@ -173,6 +177,7 @@ def _run(
         keys=None,
         requests=None,
         ok=False,
+        server_cpu=server_cpu() - server_cpu_before if server_cpu is not None else None,
     )
     if usage.exit_code is None:
         run.error = f"timed out after {timeout:.0f} s"

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import resource
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,9 @@ class Target:
     secret_key: str
     # Seeds a bucket without HTTP (moto only): (bucket, keys) -> None.
     backend_put: Callable[[str, Sequence[str]], None] | None = None
+    # CPU seconds the server has used so far, when its processes are on this machine: client and
+    # server share the CPUs here, so what a client spends is taken from the server.
+    server_cpu: Callable[[], float] | None = None
 
     @property
     def rclone_provider(self) -> str:
@@ -130,8 +135,15 @@ def _rgw(base: Path, log: Log) -> Iterator[Target]:
     else:
         log(f"starting RGW (bluestore) in {base} ...")
         server.start(timeout=180)
+    daemons = list(server._running_pids().values())
     try:
-        yield Target("rgw", server.endpoint_url, server.access_key, server.secret_key)
+        yield Target(
+            "rgw",
+            server.endpoint_url,
+            server.access_key,
+            server.secret_key,
+            server_cpu=lambda: sum(_process_cpu(pid) for pid in daemons),
+        )
     finally:
         if not already_running:
             log("stopping the RGW the harness started")
@@ -156,6 +168,23 @@ def _moto() -> Iterator[Target]:
             backend.put_object(bucket, key, b"x")
 
     try:
-        yield Target("moto", f"http://{host}:{port}", "moto-access", "moto-secret", backend_put)
+        # Moto serves from threads of this process, which does little else while a tool runs.
+        yield Target("moto", f"http://{host}:{port}", "moto-access", "moto-secret", backend_put, _own_cpu)
     finally:
         server.stop()
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one live process (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name (field 2) may hold spaces: count fields from after its closing paren.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
