@@ -169,6 +169,8 @@ class S3PageSource:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ProfileNotFound
 
+        from scanner.s3.models import use_fast_data_loader
+
         if self._client_context is not None:
             await self._client_context.__aexit__(None, None, None)
             self._client_context = None
@@ -176,6 +178,7 @@ class S3PageSource:
             session = get_session()
             if self.config.profile is not None:
                 session.set_config_variable("profile", self.config.profile)
+            use_fast_data_loader(session)
             config = Config(
                 signature_version=UNSIGNED if self.config.no_sign_request else "s3v4",
                 s3={"addressing_style": self.config.addressing_style},
