@@ -154,9 +154,10 @@ class Enumerator:
 
     async def run(self, first_slot: OutputSlot) -> None:
         # Discovery (a delimiter listing of the root) is a slow request on some servers (RGW walks
-        # the index to group prefixes: 0.17 s for 500 folders of 100k keys, ten pages' worth), and
-        # nothing else can fan the listing out: it starts with the first page, not after the
-        # first pages. A prefix that fits in one page pays one request more for it.
+        # the index to group prefixes: 0.14-0.17 s and 0.25 CPU-seconds for the 500 folders of
+        # 100k keys, thirteen pages' worth), and nothing else can fan the listing out: it starts
+        # with the first page, not after the first two. A prefix that fits in one page pays one
+        # request more for it (called off, not waited for).
         folders = _Folders()
         async with anyio.create_task_group() as discovery:
             discovery.start_soon(self._discover_root_folders, folders)
