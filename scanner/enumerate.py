@@ -4,7 +4,9 @@
    are too few of them) finds common prefixes; it starts with the first page. When the first
    pages' keys differ only in a name (a counter, random hex), it is called off and the rest is
    cut at that name's next blocks at once. Otherwise the folders it found are real points of
-   the key space, so the first ranges are cut there: each covers a run of consecutive folders.
+   the key space, so the first ranges are cut there: each covers a run of consecutive folders,
+   as many as end a little short of a whole number of pages at the density the listed pages
+   show (a range of 6.1 pages costs 7 requests, one of 5.7 costs 6).
 2. Each range is listed flat, page after page with ``StartAfter`` = the last key seen, and stops
    at its inclusive upper bound (the rest of that page belongs to the next range).
 3. When a range comes back truncated and fewer ranges are alive than requests may be in flight,
@@ -42,7 +44,7 @@ from scanner.keyspace import (
     sibling_split,
     split,
 )
-from scanner.records import ObjectRecord
+from scanner.records import ObjectRecord, keys_of
 from scanner.s3.parse import ListPage
 
 # Discovery descends into a level's folders only while it has fewer than this many of them,
@@ -121,6 +123,9 @@ class _Folders:
     """What the root's discovery found, once ``done`` is set."""
 
     found: list[str] = field(default_factory=list)
+    # Every folder of the level, not just the first page of a wide one: the cuts then span the
+    # whole key space, and ranges can be sized to whole pages (``aligned_step``).
+    complete: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -149,6 +154,7 @@ class Enumerator:
         self._alive = 0
         self._cuts_pending = False
         self._cuts: list[str] | None = None
+        self._cuts_span_the_rest = False
         self._cut_at_discovered_points = False
         self.stats = EnumerationStats()
 
@@ -213,7 +219,7 @@ class Enumerator:
     async def _discover_root_folders(self, folders: _Folders) -> None:
         try:
             if self._parallelism > 1:
-                folders.found = await self._discover_folders(self._root, self._parallelism)
+                folders.found, folders.complete = await self._discover_folders(self._root, self._parallelism)
         finally:
             folders.done.set()
 
@@ -221,8 +227,10 @@ class Enumerator:
         """Where to cut ``rest``: the root's folders inside it, or else real keys found by probing."""
         await folders.done.wait()
         boundaries = [b for b in folders.found if rest.contains(b)]
+        self._cuts_span_the_rest = folders.complete
         if self._parallelism > 1 and len(boundaries) < self._parallelism // 2:
             boundaries += await self._probe_keys(rest, self._parallelism)
+            self._cuts_span_the_rest = False
         return boundaries
 
     async def _sequential(self, slot: OutputSlot, token: str | None) -> None:
@@ -289,7 +297,7 @@ class Enumerator:
         """Where to cut ``rest``: common prefixes, or else real keys found by probing."""
         if parts < 2:
             return []
-        boundaries = await self._discover_folders(rest, parts)
+        boundaries, _ = await self._discover_folders(rest, parts)
         if len(boundaries) < parts // 2 and rest.start_after is not None:
             boundaries += await self._probe_keys(rest, parts)
         return boundaries
@@ -324,8 +332,9 @@ class Enumerator:
             high = max(keys)
         return sorted(found)
 
-    async def _discover_folders(self, rest: KeyRange, parts: int) -> list[str]:
-        """Common prefixes in ``rest`` found by a few delimiter listings."""
+    async def _discover_folders(self, rest: KeyRange, parts: int) -> tuple[list[str], bool]:
+        """Common prefixes in ``rest`` found by a few delimiter listings, and whether they are all
+        of the level's (False when the level is wider than a page)."""
         boundaries: list[str] = []
         level = [rest]
         for _ in range(_DISCOVERY_MAX_DEPTH):
@@ -337,12 +346,12 @@ class Enumerator:
                     # A wide level. Its folders cut the part of the key space this page saw,
                     # and the range past them splits itself as it goes. Its keys are no use as
                     # cut points: they crowd a sliver of a flat namespace.
-                    return [*boundaries, *found]
+                    return [*boundaries, *found], False
             boundaries.extend(found)
             if len(boundaries) >= parts or not found or len(found) > parts:
                 break
             level = [KeyRange(prefix) for prefix in found]
-        return boundaries
+        return boundaries, True
 
     def _start(
         self,
@@ -404,11 +413,16 @@ class Enumerator:
                     # A truncated page without keys: only the token can move on.
                     token = _next_token(page, token)
                 if token is None:
+                    cuts_waiting = self._cuts is not None
                     kept = self._maybe_split(group, key_range, slot, records, pages)
                     if kept is None:  # the rest went to a worker process
                         complete = True
                         return
                     key_range, max_keys = kept
+                    if cuts_waiting and self._cuts is None:
+                        # Cut at discovery's folders like every other range, it has as much to
+                        # prove before it splits again: its pages so far say nothing of its part.
+                        pages = 0
         finally:
             self._alive -= 1
             self.stats.ranges_done += 1
@@ -431,8 +445,18 @@ class Enumerator:
         if self._cuts_pending:
             return unsplit  # discovery will cut better than bytes can
         if self._cuts is not None:
-            cuts, self._cuts = self._cuts, None
-            parts = ranges_from_boundaries(rest, cuts, self._parallelism - self._alive + 1)
+            cuts, self._cuts = sorted(self._cuts), None
+            # Sized to whole pages only when the cuts cover the rest: past the last folder of a
+            # wide level lies a range that splits itself as it goes, and ranges of one size all
+            # finishing together would leave it to be split many ways at once.
+            density = _keys_per_boundary(page, cuts) if self._cuts_span_the_rest else None
+            parts = ranges_from_boundaries(
+                rest,
+                cuts,
+                self._parallelism - self._alive + 1,
+                keys_per_boundary=density,
+                page_keys=MAX_KEYS_PER_PAGE,
+            )
             if len(parts) > 1:
                 self._cut_at_discovered_points = True
                 return self._hand_out(group, parts, slot, probe=False), MAX_KEYS_PER_PAGE
@@ -502,6 +526,20 @@ def _next_token(page: ListPage, sent: str | None) -> str:
     if token == sent:
         raise ScanError("the server repeated a continuation token; listing on would loop forever")
     return token
+
+
+def _keys_per_boundary(page: Sequence[ObjectRecord], boundaries: list[str]) -> float | None:
+    """Keys between two of the sorted ``boundaries``, from the whole folders ``page`` holds.
+
+    The page's own length would mislead: servers cut pages short. None when the page holds no
+    whole folder (folders larger than a page: nothing to align).
+    """
+    keys = keys_of(page)
+    inside = boundaries[bisect.bisect_right(boundaries, keys[0]) : bisect.bisect_left(boundaries, keys[-1])]
+    if len(inside) < 2:
+        return None
+    between = bisect.bisect_right(keys, inside[-1]) - bisect.bisect_right(keys, inside[0])
+    return between / (len(inside) - 1)
 
 
 def _count_up_to(records: Sequence[ObjectRecord], end: str) -> int:

@@ -14,6 +14,7 @@ and the sparse upper planes of Unicode cost few probes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -301,16 +302,61 @@ def estimate_remaining(first: str, last: str, count: int, end: str | None) -> fl
     return count * (hi - mid) / (mid - lo)
 
 
-def ranges_from_boundaries(whole: KeyRange, boundaries: list[str], parts: int) -> list[KeyRange]:
-    """Tile ``whole`` with up to ``parts`` ranges that end at evenly spaced ``boundaries``.
+def ranges_from_boundaries(
+    whole: KeyRange,
+    boundaries: list[str],
+    parts: int,
+    *,
+    keys_per_boundary: float | None = None,
+    page_keys: int = 1000,
+) -> list[KeyRange]:
+    """Tile ``whole`` with up to ``parts`` ranges that end at ``boundaries``.
 
     Used with the common prefixes a delimiter listing found: they are real points of the key
-    space, so ranges cut there follow the data instead of the alphabet.
+    space, so ranges cut there follow the data instead of the alphabet. They are spaced evenly,
+    or, given how many keys lie between two boundaries, so that each range holds a little less
+    than a whole number of pages (``aligned_step``).
     """
     usable = sorted({b for b in boundaries if whole.contains(b) and b != whole.end})
     cuts = min(parts - 1, len(usable))
     if cuts < 1:
         return [whole]
-    chosen = sorted({usable[(i * len(usable)) // (cuts + 1)] for i in range(1, cuts + 1)})
+    step = None
+    if keys_per_boundary is not None:
+        step = aligned_step(len(usable) + 1, parts, keys_per_boundary, page_keys)
+    if step is None:
+        chosen = sorted({usable[(i * len(usable)) // (cuts + 1)] for i in range(1, cuts + 1)})
+    else:
+        chosen = usable[step - 1 :: step][:cuts]
     bounds: list[str | None] = [whole.start_after, *chosen, whole.end]
     return [KeyRange(whole.prefix, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+# Pages a range may hold for its size to be worth aligning: past it, the page count of a range
+# is too uncertain (servers cut pages short) and one request more or less is noise.
+_MOST_ALIGNED_PAGES: Final = 20
+
+
+def aligned_step(folders: int, parts: int, keys_per_folder: float, page_keys: int) -> int | None:
+    """Folders per range so that each range ends a little short of a whole number of pages.
+
+    A range is listed until a page goes past its end, so one that holds 6.1 pages costs 7
+    requests, the last for a few keys, and one of exactly 6 pages costs 7 too, the last to learn
+    that nothing is left. Cut where a range holds some 5.7 pages, it costs 6. With ``folders``
+    of about ``keys_per_folder`` keys each to share among at most ``parts`` ranges, the step is
+    the largest number of folders that stays short of the smallest whole number of pages that
+    ``parts`` ranges can cover everything with, by a margin for pages the server cuts short
+    (a quarter of a page, or 5% of the pages, up to half a page). None when a folder is too
+    large to align with (over a quarter of a page) or ranges would be too large for one request
+    to matter.
+    """
+    if parts < 2 or folders < 2 or not 0 < keys_per_folder <= page_keys / 4:
+        return None
+    pages_per_part = folders * keys_per_folder / page_keys / parts
+    for whole_pages in range(max(1, math.ceil(pages_per_part)), _MOST_ALIGNED_PAGES + 1):
+        margin = min(0.5, max(0.25, 0.05 * whole_pages))
+        step = math.floor((whole_pages - margin) * page_keys / keys_per_folder)
+        fills_its_pages = step * keys_per_folder > (whole_pages - 1) * page_keys
+        if step >= 1 and fills_its_pages and math.ceil(folders / step) <= parts:
+            return step
+    return None

@@ -229,3 +229,39 @@ def test_a_prefix_of_one_page_does_not_wait_for_discovery() -> None:
     assert anyio.run(scan_ordered, bucket, "", 8, 10**9) == keys
     assert bucket.started.count("/") == 1
     assert bucket.answered_delimiter_listings == 0
+
+
+def test_keys_per_folder_come_from_the_whole_folders_of_a_page() -> None:
+    """A short page (RGW's) spanning parts of five folders of 200 keys still says 200."""
+    from scanner.enumerate import _keys_per_boundary
+
+    keys = [f"s{folder:03d}/{n:03d}" for folder in range(10) for n in range(200)]
+    page = [ObjectRecord(key, 1, "2026-11-28T01:28:50.000Z", "e", "STANDARD") for key in keys[90:1017]]
+    folders = [f"s{folder:03d}/" for folder in range(10)]
+    assert _keys_per_boundary(page, folders) == 200.0
+    within_one = page[:100]
+    assert _keys_per_boundary(within_one, folders) is None
+
+
+def test_ranges_cut_at_folders_are_sized_to_whole_pages() -> None:
+    """100 folders of 200 keys, 1000-key pages, 16 requests in flight: ranges of 8 folders (1.6
+    pages, two requests each) instead of 16 ranges of about 6 (1.2 pages, two requests too)."""
+    keys = [f"study{s:03d}/img{i:03d}" for s in range(100) for i in range(200)]
+    bucket = MemoryBucket(keys, latency=0.002)
+    stats: list[EnumerationStats] = []
+    assert anyio.run(scan_ordered, bucket, "", 16, 10**9, stats) == keys
+    listings = [request for request in bucket.requests if request[2] is None]
+    assert stats[0].ranges <= 14
+    assert len(listings) <= 2 + 2 * 14
+
+
+def test_ranges_past_a_wide_level_are_cut_evenly() -> None:
+    """More folders than a delimiter page holds: the cuts end at the last folder it found, and
+    the range past it splits itself; the ranges before it are not sized to pages."""
+    keys = [f"f{folder:03d}/x{n:02d}" for folder in range(150) for n in range(20)]
+    bucket = MemoryBucket(keys, page_size=100, latency=0.002)
+    assert anyio.run(scan_ordered, bucket, "", 16, 10**9) == keys
+    # The first 100 folders, cut evenly: ranges of about 6. Sized to 1000-key pages, they would
+    # hold 37 folders (740 keys) each.
+    cuts = sorted({a for _, a, delimiter in bucket.requests if a and a.endswith("/") and not delimiter})
+    assert cuts[0] <= "f025/"

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.keyspace import KeyRange, midpoint, ranges_from_boundaries, sibling_split, split
+from scanner.keyspace import KeyRange, aligned_step, midpoint, ranges_from_boundaries, sibling_split, split
 
 # Any valid key text: every plane, no surrogates (they cannot be UTF-8 encoded).
 key_chars = st.characters(blacklist_categories=("Cs",))
@@ -100,6 +101,58 @@ def test_ranges_from_boundaries_tile_a_partial_range(
     pieces = ranges_from_boundaries(whole, bounds, parts)
     for key in bucket:
         assert sum(p.contains(key) for p in pieces) == whole.contains(key)
+
+
+@given(
+    st.sets(any_keys, max_size=40),
+    st.lists(any_keys, max_size=30),
+    st.one_of(st.none(), any_keys),
+    st.integers(1, 20),
+    st.floats(0.5, 2000),
+)
+def test_ranges_aligned_to_pages_tile_the_range(
+    bucket: set[str], bounds: list[str], after: str | None, parts: int, density: float
+) -> None:
+    whole = KeyRange("", after, None)
+    pieces = ranges_from_boundaries(whole, bounds, parts, keys_per_boundary=density, page_keys=100)
+    assert len(pieces) <= max(parts, 1)
+    assert pieces[0].start_after == after
+    assert pieces[-1].end is None
+    for key in bucket:
+        assert sum(p.contains(key) for p in pieces) == whole.contains(key)
+
+
+@given(st.integers(0, 100_000), st.integers(0, 64), st.floats(0.01, 5000), st.sampled_from([10, 1000]))
+@settings(max_examples=500)
+def test_aligned_ranges_end_short_of_a_whole_page(
+    folders: int, parts: int, keys_per_folder: float, page_keys: int
+) -> None:
+    step = aligned_step(folders, parts, keys_per_folder, page_keys)
+    if step is None:
+        return
+    assert math.ceil(folders / step) <= parts
+    pages = step * keys_per_folder / page_keys
+    # Short of its whole number of pages by a quarter of a page at least, and past the one before.
+    assert math.ceil(pages) - 1 < pages <= math.ceil(pages) - 0.25 + 1e-9
+
+
+def test_folders_of_a_fifth_of_a_page_make_ranges_of_less_than_six_pages() -> None:
+    """491 folders of 200 keys among 16 ranges: 33 folders a range, 6.6 pages, not 30.7 (6.1)."""
+    assert aligned_step(491, 16, 200.0, 1000) == 33
+    whole = KeyRange("", "s00019/x", None)
+    folders = [f"s{n:05d}/" for n in range(500)]
+    pieces = ranges_from_boundaries(whole, folders, 16, keys_per_boundary=200.0, page_keys=1000)
+    assert [p.end for p in pieces[:3]] == ["s00052/", "s00085/", "s00118/"]
+    assert len(pieces) == 15
+
+
+def test_folders_too_large_to_align_with_are_cut_evenly() -> None:
+    assert aligned_step(491, 16, 400.0, 1000) is None
+    assert aligned_step(491, 16, 200.0, 100) is None
+    whole = KeyRange("", None, None)
+    folders = [f"s{n:05d}/" for n in range(64)]
+    even = ranges_from_boundaries(whole, folders, 16)
+    assert ranges_from_boundaries(whole, folders, 16, keys_per_boundary=400.0, page_keys=1000) == even
 
 
 @given(any_keys, any_keys)
