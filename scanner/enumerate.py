@@ -212,7 +212,7 @@ class Enumerator:
             self._cuts_pending = True
             self._start(group, rest, first_slot, probe=False)
             try:
-                self._cuts = await self._cuts_in(rest, folders)
+                self._cuts, self._cuts_span_the_rest = await self._cuts_in(rest, folders)
             finally:
                 self._cuts_pending = False
 
@@ -223,15 +223,14 @@ class Enumerator:
         finally:
             folders.done.set()
 
-    async def _cuts_in(self, rest: KeyRange, folders: _Folders) -> list[str]:
-        """Where to cut ``rest``: the root's folders inside it, or else real keys found by probing."""
+    async def _cuts_in(self, rest: KeyRange, folders: _Folders) -> tuple[list[str], bool]:
+        """Where to cut ``rest``: the root's folders inside it, or else real keys found by
+        probing; and whether they are every folder of their level."""
         await folders.done.wait()
         boundaries = [b for b in folders.found if rest.contains(b)]
-        self._cuts_span_the_rest = folders.complete
         if self._parallelism > 1 and len(boundaries) < self._parallelism // 2:
-            boundaries += await self._probe_keys(rest, self._parallelism)
-            self._cuts_span_the_rest = False
-        return boundaries
+            return boundaries + await self._probe_keys(rest, self._parallelism), False
+        return boundaries, folders.complete
 
     async def _sequential(self, slot: OutputSlot, token: str | None) -> None:
         """List on from ``token`` with continuation tokens only (no StartAfter, no splitting)."""

@@ -92,9 +92,8 @@ class S3PageSource:
     _client: Any = None
     _client_context: Any = None
     _http: aiohttp.ClientSession | None = None
-    _region_switched: bool = False
-    # Counts the clients opened: a redirect answered to a request signed by an earlier client
-    # says nothing about the current one.
+    # Clients opened for the bucket's region after a redirect (at most one): a redirect answered
+    # to a request signed by an earlier client says nothing about the current one.
     _client_generation: int = 0
     _region_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _credentials: Any = None
@@ -301,10 +300,9 @@ class S3PageSource:
         async with self._region_lock:
             if self._client_generation != signed_by:
                 return
-            if not region or self._region_switched:
+            if not region or self._client_generation > 0:
                 hint = f" (it is in {region}: pass --region {region})" if region else ""
                 raise UsageError(f"bucket {self.location.bucket!r} is not in the configured region{hint}")
-            self._region_switched = True
             await self._open_client(region)
             self._client_generation += 1
 
