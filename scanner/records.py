@@ -72,7 +72,7 @@ class RecordColumns(Sequence[ObjectRecord]):
     ) -> None:
         self.keys = keys
         self.sizes_text = sizes_text
-        self.sizes: Sequence[int] = list(map(int, sizes_text))
+        self.sizes: Sequence[int] = _integers(sizes_text)
         self.last_modified = last_modified
         self.etags = etags
         self.storage_classes = storage_classes
@@ -124,6 +124,24 @@ class RecordColumns(Sequence[ObjectRecord]):
 
     def total_size(self) -> int:
         return sum(self.sizes)
+
+
+def _integers(digits: Sequence[str]) -> list[int]:
+    """``int`` of each text of decimal digits.
+
+    One orjson parse of the page's sizes written as a JSON array takes 30 µs for 1000 of them,
+    an ``int`` call for each 150. Texts that are not plain JSON integers (leading zeros, say)
+    take the slow way, and so do numbers past 64 bits (orjson reads those as floats).
+    """
+    if "".join(digits).isdigit():
+        try:
+            values: list[int] = orjson.loads("[" + ",".join(digits) + "]")
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if len(values) == len(digits) and type(sum(values)) is int:
+                return values
+    return list(map(int, digits))
 
 
 def keys_of(records: Sequence[ObjectRecord]) -> Sequence[str]:

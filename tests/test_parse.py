@@ -108,3 +108,37 @@ def test_numeric_references_to_control_characters() -> None:
         "<NextContinuationToken>ctl&#x01;char &amp; more</NextContinuationToken></ListBucketResult>",
     )
     assert parse_list_page(body).next_token == "ctl\x01char & more"
+
+
+_TOKEN = "<NextContinuationToken>t&amp;1</NextContinuationToken>"
+_TWO_ENTRIES = RGW.replace("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>").replace(
+    "</Contents>",
+    "</Contents><Contents><Key>z</Key><LastModified>2026-11-28T01:28:50.123Z</LastModified>"
+    "<ETag>&quot;e2&quot;</ETag><Size>6</Size><StorageClass>STANDARD</StorageClass></Contents>",
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _TWO_ENTRIES.replace("<Contents>", _TOKEN + "<Contents>", 1),
+        _TWO_ENTRIES.replace("</ListBucketResult>", _TOKEN + "</ListBucketResult>"),
+        _TWO_ENTRIES.replace("</Contents>", "</Contents>" + _TOKEN, 1),
+        _TWO_ENTRIES[: _TWO_ENTRIES.find("<Contents>")] + _TOKEN + "</ListBucketResult>",
+    ],
+    ids=["before the entries", "after them", "between two", "no entries"],
+)
+def test_the_token_is_read_wherever_the_server_writes_it(body: str) -> None:
+    assert parse_list_page(body).next_token == "t&1"
+
+
+def test_a_page_that_is_not_truncated_has_no_token() -> None:
+    """A token past the last page leads nowhere: it is not read."""
+    assert (
+        parse_list_page(RGW.replace("</ListBucketResult>", _TOKEN + "</ListBucketResult>")).next_token is None
+    )
+
+
+def test_prefixes_are_read_only_from_a_delimited_listing() -> None:
+    assert parse_list_page(AWS, delimited=False).common_prefixes == []
+    assert parse_list_page(AWS, delimited=False).records == parse_list_page(AWS).records

@@ -80,3 +80,20 @@ def test_columns_keep_sizes_as_numbers() -> None:
         "etag": "e",
         "storage_class": "STANDARD",
     }
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(min_value=0, max_value=2**70).map(str),
+            st.from_regex(r"0[0-9]{1,3}", fullmatch=True),
+        ),
+        max_size=30,
+    )
+)
+def test_sizes_are_read_as_int_reads_them(digits: list[str]) -> None:
+    """Past 64 bits or with leading zeros (not JSON integers), sizes still read as ``int`` does."""
+    count = len(digits)
+    columns = RecordColumns(["k"] * count, digits, ["t"] * count, ["e"] * count, ["STANDARD"] * count)
+    assert columns.sizes == [int(text) for text in digits]
+    assert all(type(size) is int for size in columns.sizes)

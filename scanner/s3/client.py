@@ -357,7 +357,7 @@ class S3PageSource:
             text = body.decode("utf-8", "replace")
         if status == 200:
             try:
-                return parse_list_page(text)
+                return parse_list_page(text, delimited="Delimiter" in params)
             except ErrorDocument as document:
                 return self._raise_for_error(200, document, region, key_range, retry_after)
             except MalformedListing as exc:

@@ -70,8 +70,12 @@ def parse_error(body: str) -> ErrorDocument | None:
     return ErrorDocument(xml_unescape(match.group(1)), xml_unescape(match.group(2) or ""))
 
 
-def parse_list_page(body: str) -> ListPage:
-    """Parse one ListObjectsV2 body. Raises ``ErrorDocument`` or ``MalformedListing``."""
+def parse_list_page(body: str, *, delimited: bool = True) -> ListPage:
+    """Parse one ListObjectsV2 body. Raises ``ErrorDocument`` or ``MalformedListing``.
+
+    ``delimited=False`` says the request had no delimiter, so the body is not searched for
+    common prefixes (a server has none to send, and the search would read the whole page).
+    """
     head = body[:512]
     if "<ListBucketResult" not in head:
         error = parse_error(body)
@@ -105,12 +109,26 @@ def parse_list_page(body: str) -> ListPage:
 
     # A literal search finds where an element starts several times faster than a regex scan of
     # the whole body would, and most pages have no common prefixes at all.
-    at = body.find("<CommonPrefixes>")
+    at = body.find("<CommonPrefixes>") if delimited else -1
     prefixes = [decode(p) for p in _COMMON_PREFIX.findall(body, at)] if at >= 0 else []
-    at = body.find("<NextContinuationToken>")
-    token_match = _NEXT_TOKEN.search(body, at) if at >= 0 else None
-    token = xml_unescape(token_match.group(1)) if token_match else None
-    return ListPage(records, prefixes, truncated.group(1) == "true", token)
+    is_truncated = truncated.group(1) == "true"
+    token = _next_token(body) if is_truncated else None
+    return ListPage(records, prefixes, is_truncated, token)
+
+
+def _next_token(body: str) -> str | None:
+    # Servers write the token before the entries or after them (RGW: after): looking there
+    # first spares a search through the 250 kB of entries of a full page.
+    entries_start, entries_end = body.find("<Contents>"), body.rfind("</Contents>")
+    at = -1
+    if entries_start >= 0 and entries_end >= 0:
+        at = body.find("<NextContinuationToken>", entries_end)
+        if at < 0:
+            at = body.find("<NextContinuationToken>", 0, entries_start)
+    if at < 0:
+        at = body.find("<NextContinuationToken>")
+    match = _NEXT_TOKEN.search(body, at) if at >= 0 else None
+    return xml_unescape(match.group(1)) if match else None
 
 
 _FIELDS: Final = ("Key", "LastModified", "ETag", "Size", "StorageClass")
