@@ -7,9 +7,17 @@ keep-alive connections, and counts ``<Key>`` occurrences without parsing anythin
 can do less work per key, so the gap between a tool and this one is the tool's own cost.
 
     python -m benchmarks.ceiling --endpoint-url URL --bucket B --plan PLAN.json [--threads 8]
+                                 [--records OUT.jsonl]
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Prints ``N keys, M requests``.
 Only the standard library is imported so that start-up costs next to nothing.
+
+``--records`` adds the per-record work of a real lister and nothing else: every page is asked
+for URL-encoded, as the scanner asks, read by the scanner's own parser and written to the file
+as its JSON Lines (in arrival order). Same ideal pages, same threads: the difference from the
+plain run is what reading and writing the records costs on this machine, and the difference
+between it and the scanner is what finding the pages costs (discovery, partial pages at the
+ends of ranges). The line ``N keys, M requests`` then goes to standard error.
 """
 
 from __future__ import annotations
@@ -86,14 +94,47 @@ def _quote(text: str) -> str:
     return urllib.parse.quote(text, safe="-_.~")
 
 
+class RecordWriter:
+    """The scanner's parser and JSON Lines encoder on every page, into one file."""
+
+    def __init__(self, path: Path) -> None:
+        # Imported here: the plain ceiling stays standard library only.
+        from scanner.records import encode_jsonl
+        from scanner.s3.parse import parse_list_page
+
+        self._parse = parse_list_page
+        self._encode = encode_jsonl
+        self._file = path.open("wb")
+        self._lock = threading.Lock()
+
+    def page(self, body: bytes) -> int:
+        """Parse and write one page; its key count."""
+        records = self._parse(body.decode("utf-8"), delimited=False).records
+        data = self._encode(records)
+        with self._lock:
+            self._file.write(data)
+        return len(records)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class CeilingLister:
-    def __init__(self, endpoint_url: str, bucket: str, signer: Signer, plan: list[str | None]) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        bucket: str,
+        signer: Signer,
+        plan: list[str | None],
+        records: RecordWriter | None = None,
+    ) -> None:
         parts = urllib.parse.urlsplit(endpoint_url)
         self._https = parts.scheme == "https"
         self._netloc = parts.netloc
         self._path = "/" + _quote(bucket)
         self._signer = signer
         self._plan = plan
+        self._records = records
         self._next = 0
         self._lock = threading.Lock()
         self.keys = 0
@@ -142,13 +183,15 @@ class CeilingLister:
         token: str | None = None
         while True:
             query = [("list-type", "2"), ("max-keys", str(want - got))]
+            if self._records is not None:
+                query.append(("encoding-type", "url"))
             if token is not None:
                 query.append(("continuation-token", token))
             elif start_after is not None:
                 query.append(("start-after", start_after))
             body = self._get(conn, query)
             sent += 1
-            got += body.count(b"<Key>")
+            got += body.count(b"<Key>") if self._records is None else self._records.page(body)
             # A whole plan page ends at the next planned StartAfter; only a short truncated page
             # (or the bucket's last page, which is not truncated) needs another look.
             if got >= want or b"<IsTruncated>true</IsTruncated>" not in body:
@@ -234,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plan", type=Path, required=True, help="JSON list of StartAfter keys")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    parser.add_argument(
+        "--records", type=Path, help="parse every page as the scanner does and write its JSON Lines here"
+    )
     args = parser.parse_args(argv)
     plan: list[str | None] = json.loads(args.plan.read_text(encoding="utf-8"))
     signer = Signer(
@@ -242,12 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         urllib.parse.urlsplit(args.endpoint_url).netloc,
         args.region,
     )
-    lister = CeilingLister(args.endpoint_url, args.bucket, signer, plan)
-    lister.run(args.threads)
+    records = RecordWriter(args.records) if args.records else None
+    lister = CeilingLister(args.endpoint_url, args.bucket, signer, plan, records)
+    try:
+        lister.run(args.threads)
+    finally:
+        if records is not None:
+            records.close()
     if lister.errors:
         print(f"error: {lister.errors[0]}", file=sys.stderr)
         return 1
-    print(f"{lister.keys} keys, {lister.requests} requests")
+    print(f"{lister.keys} keys, {lister.requests} requests", file=sys.stderr if records else sys.stdout)
     return 0
 
 

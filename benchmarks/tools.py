@@ -203,10 +203,29 @@ TOOLS: dict[str, Tool] = {
             stdout_is_output=True,
             env=_repo_on_path,
         ),
+        Tool(
+            "ceiling-records",
+            "ceiling + the scanner's parse and JSON Lines",
+            lambda inv: [
+                inv.toolbox.scanner_python,
+                "-m",
+                "benchmarks.ceiling",
+                "--endpoint-url",
+                inv.endpoint_url,
+                "--bucket",
+                inv.bucket,
+                "--plan",
+                str(inv.plan),
+                "--records",
+                str(inv.output),
+            ],
+            "jsonl-unordered",
+            env=_repo_on_path,
+        ),
     )
 }
 DEFAULT_TOOLS = tuple(name for name in TOOLS if name != "scanner-1proc")
-LATENCY_TOOLS = ("scanner", "scanner-2proc", "scanner-1proc", "boto3", "ceiling")
+LATENCY_TOOLS = ("scanner", "scanner-2proc", "scanner-1proc", "boto3", "ceiling", "ceiling-records")
 
 
 def select_tools(names: Sequence[str] | None) -> list[Tool]:
