@@ -16,8 +16,9 @@ Only the standard library is imported so that start-up costs next to nothing.
 for URL-encoded, as the scanner asks, read by the scanner's own parser and written to the file
 as its JSON Lines (in arrival order). Same ideal pages, same threads: the difference from the
 plain run is what reading and writing the records costs on this machine, and the difference
-between it and the scanner is what finding the pages costs (discovery, partial pages at the
-ends of ranges). The line ``N keys, M requests`` then goes to standard error.
+between it and the scanner is what the scanner spends finding its pages (discovery, partial
+pages where ranges meet) and running its async pipeline. The line ``N keys, M requests`` then
+goes to standard error.
 """
 
 from __future__ import annotations
