@@ -93,6 +93,17 @@ def _repo_on_path(_: Invocation) -> dict[str, str]:
     return {"PYTHONPATH": str(REPO)}
 
 
+def _ceiling(*, records: bool) -> Callable[[Invocation], list[str]]:
+    """The ceiling lister; ``records``: with the scanner's per-record work, into the output."""
+
+    def argv(inv: Invocation) -> list[str]:
+        command = [inv.toolbox.scanner_python, "-m", "benchmarks.ceiling", "--endpoint-url", inv.endpoint_url]
+        command += ["--bucket", inv.bucket, "--plan", str(inv.plan)]
+        return [*command, "--records", str(inv.output)] if records else command
+
+    return argv
+
+
 def _peer(script: str) -> Callable[[Invocation], list[str]]:
     def argv(inv: Invocation) -> list[str]:
         return [str(inv.toolbox.tools_python), str(PEERS / script), inv.bucket, str(inv.output)]
@@ -188,17 +199,7 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "ceiling",
             "ceiling (ideal pages, 8 threads)",
-            lambda inv: [
-                inv.toolbox.scanner_python,
-                "-m",
-                "benchmarks.ceiling",
-                "--endpoint-url",
-                inv.endpoint_url,
-                "--bucket",
-                inv.bucket,
-                "--plan",
-                str(inv.plan),
-            ],
+            _ceiling(records=False),
             "count",
             stdout_is_output=True,
             env=_repo_on_path,
@@ -206,19 +207,7 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "ceiling-records",
             "ceiling + the scanner's parse and JSON Lines",
-            lambda inv: [
-                inv.toolbox.scanner_python,
-                "-m",
-                "benchmarks.ceiling",
-                "--endpoint-url",
-                inv.endpoint_url,
-                "--bucket",
-                inv.bucket,
-                "--plan",
-                str(inv.plan),
-                "--records",
-                str(inv.output),
-            ],
+            _ceiling(records=True),
             "jsonl-unordered",
             env=_repo_on_path,
         ),
