@@ -107,6 +107,8 @@ class ScanConfig:
     # Resumable runs: where progress is saved (a directory or s3://BUCKET/PREFIX), how often.
     checkpoint: str | None = None
     checkpoint_interval: float = 30.0
+    # What the server does when it lists (``scanner.dialect.PROFILES``); ``auto`` learns it.
+    server_profile: str = "auto"
 
     def for_worker(self, output: str, workers: int) -> ScanConfig:
         """This scan as one of ``workers`` processes of a multi-process scan runs it.

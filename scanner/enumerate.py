@@ -35,7 +35,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from scanner.config import MAX_KEYS_PER_PAGE
-from scanner.errors import ScanError
+from scanner.dialect import first_page_contradiction, order_break
+from scanner.errors import ServerOrderDiffers, StartAfterIgnored
 from scanner.keyspace import (
     KeyRange,
     estimate_remaining,
@@ -46,6 +47,9 @@ from scanner.keyspace import (
 )
 from scanner.records import ObjectRecord, keys_of
 from scanner.s3.parse import ListPage
+from scanner.storage.base import PageSource, next_token
+
+__all__ = ["EnumerationStats", "Enumerator", "OutputSlot", "PageSource"]
 
 # Discovery descends into a level's folders only while it has fewer than this many of them,
 # and no deeper than this: a few requests, never a crawl of the tree.
@@ -69,19 +73,6 @@ _PAGES_BEFORE_SPLIT_AFTER_CUTS: Final = 8
 _MIN_COUNTER_BLOCK_KEYS: Final = 5 * MAX_KEYS_PER_PAGE
 
 
-class PageSource(Protocol):
-    """The storage seam: one ListObjectsV2-like page of a key range."""
-
-    async def list_page(
-        self,
-        key_range: KeyRange,
-        *,
-        delimiter: str | None = None,
-        token: str | None = None,
-        max_keys: int = MAX_KEYS_PER_PAGE,
-    ) -> ListPage: ...
-
-
 class OutputSlot(Protocol):
     """Where one range's records go, in its own key order."""
 
@@ -99,10 +90,6 @@ EmitFn = Callable[[OutputSlot, Sequence[ObjectRecord]], Awaitable[None]]
 SplitFn = Callable[[OutputSlot, list[KeyRange]], list[OutputSlot]]
 # A slot gets no more records; ``complete`` says whether its range was listed to the end.
 FinishFn = Callable[[OutputSlot, bool], None]
-
-
-class StartAfterIgnored(ScanError):
-    """The server returned keys at or before ``StartAfter``."""
 
 
 @dataclass
@@ -126,6 +113,8 @@ class _Folders:
     # Every folder of the level, not just the first page of a wide one: the cuts then span the
     # whole key space, and ranges can be sized to whole pages (``aligned_step``).
     complete: bool = False
+    # The root's first delimited page: what the flat first page is checked against.
+    first_page: ListPage | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -142,6 +131,7 @@ class Enumerator:
         split_slot: SplitFn | None = None,
         finish_slot: FinishFn | None = None,
         hand_over: HandOver | None = None,
+        vetted: anyio.Event | None = None,
     ) -> None:
         self._source = source
         self._hand_over = hand_over
@@ -157,6 +147,9 @@ class Enumerator:
         self._cuts_span_the_rest = False
         self._cut_at_discovered_points = False
         self.stats = EnumerationStats()
+        # Set once the first answers have shown byte order and StartAfter (or the listing is
+        # whole): output that cannot be taken back (standard output) waits for it.
+        self.vetted = vetted if vetted is not None else anyio.Event()
 
     async def run(self, first_slot: OutputSlot) -> None:
         # Discovery (a delimiter listing of the root) is a slow request on some servers (RGW walks
@@ -173,10 +166,11 @@ class Enumerator:
                 discovery.cancel_scope.cancel()
 
     async def _run_lead(self, first_slot: OutputSlot, folders: _Folders) -> None:
-        page = await self._source.list_page(self._root)
+        page = await self._list_page(self._root)
         if page.records:
             await self._emit(first_slot, page.records)
         if not page.is_truncated:
+            self.vetted.set()
             self._finish_slot(first_slot, True)
             return
         if not page.records:
@@ -186,14 +180,16 @@ class Enumerator:
         # One more page before fanning out: it shows whether the server honours StartAfter,
         # which every range relies on. Some S3-compatible stores ignore it; then the only exact
         # way on is the continuation token, one page after another.
-        second = await self._source.list_page(rest)
+        second = await self._list_page(rest)
         if second.records and second.records[0].key <= page.records[-1].key:
-            self.stats.sequential = True
-            await self._sequential(first_slot, page.next_token)
-            return
+            raise StartAfterIgnored(
+                f"the server ignored StartAfter (returned {second.records[0].key!r} "
+                f"after {page.records[-1].key!r})"
+            )
         if second.records:
             await self._emit(first_slot, second.records)
         if not second.is_truncated:
+            self.vetted.set()
             self._finish_slot(first_slot, True)
             return
         if second.records:
@@ -205,6 +201,7 @@ class Enumerator:
         last = (second.records or page.records)[-1].key
         parts = name_counter_split(rest, page.records[0].key, last, self._parallelism)
         if len(parts) > 1:
+            self.vetted.set()
             await self.run_ranges(parts, first_slot)
             return
         async with anyio.create_task_group() as group:
@@ -213,15 +210,46 @@ class Enumerator:
             self._start(group, rest, first_slot, probe=False)
             try:
                 self._cuts, self._cuts_span_the_rest = await self._cuts_in(rest, folders)
+                self._vet(page, folders.first_page)
             finally:
                 self._cuts_pending = False
 
     async def _discover_root_folders(self, folders: _Folders) -> None:
         try:
             if self._parallelism > 1:
-                folders.found, folders.complete = await self._discover_folders(self._root, self._parallelism)
+                found = await self._discover_folders(self._root, self._parallelism)
+                folders.found, folders.complete, folders.first_page = found
         finally:
             folders.done.set()
+
+    def _vet(self, first: ListPage, delimited: ListPage | None) -> None:
+        """Check the flat first page against the delimited one: a walk-order server shows there."""
+        if delimited is not None:
+            contradiction = first_page_contradiction(
+                keys_of(first.records),
+                first.is_truncated,
+                delimited.common_prefixes,
+                keys_of(delimited.records),
+            )
+            if contradiction is not None:
+                raise ServerOrderDiffers(f"the server does not list in byte order: {contradiction}")
+        self.vetted.set()
+
+    async def _list_page(
+        self,
+        key_range: KeyRange,
+        *,
+        delimiter: str | None = None,
+        token: str | None = None,
+        max_keys: int = MAX_KEYS_PER_PAGE,
+    ) -> ListPage:
+        """A page, checked for the byte order every range relies on."""
+        page = await self._source.list_page(key_range, delimiter=delimiter, token=token, max_keys=max_keys)
+        broken = None if page.in_key_order else order_break(keys_of(page.records))
+        broken = broken or order_break(page.common_prefixes)
+        if broken is not None:
+            raise ServerOrderDiffers(f"the server does not list in byte order: {broken}")
+        return page
 
     async def _cuts_in(self, rest: KeyRange, folders: _Folders) -> tuple[list[str], bool]:
         """Where to cut ``rest``: the root's folders inside it, or else real keys found by
@@ -235,15 +263,16 @@ class Enumerator:
     async def _sequential(self, slot: OutputSlot, token: str | None) -> None:
         """List on from ``token`` with continuation tokens only (no StartAfter, no splitting)."""
         complete = False
+        self.vetted.set()
         try:
             while token is not None:
-                page = await self._source.list_page(self._root, token=token)
+                page = await self._list_page(self._root, token=token)
                 if page.records:
                     await self._emit(slot, page.records)
                 if not page.is_truncated:
                     complete = True
                     return
-                token = _next_token(page, token)
+                token = next_token(page, token)
         finally:
             self._finish_slot(slot, complete)
 
@@ -260,9 +289,9 @@ class Enumerator:
         records: list[ObjectRecord] = []
         rest = self._root
         for _ in range(lead_pages):
-            page = await self._source.list_page(rest)
+            page = await self._list_page(rest)
             if records and page.records and page.records[0].key <= records[-1].key:
-                break  # StartAfter ignored: the ranges' listers will say so
+                raise StartAfterIgnored(f"the server ignored StartAfter (returned {page.records[0].key!r})")
             records.extend(page.records)
             if not page.is_truncated:
                 return records, []
@@ -288,6 +317,8 @@ class Enumerator:
         # Ranges planned at discovered points, or left by a scan that was: they split by bytes
         # only once heavy, as the ones ``run`` cuts.
         self._cut_at_discovered_points = len(work) > 1
+        # Planned or resumed ranges were cut on a server already listed in byte order.
+        self.vetted.set()
         async with anyio.create_task_group() as group:
             for key_range, slot in work:
                 self._start(group, key_range, slot, probe=False)
@@ -296,7 +327,7 @@ class Enumerator:
         """Where to cut ``rest``: common prefixes, or else real keys found by probing."""
         if parts < 2:
             return []
-        boundaries, _ = await self._discover_folders(rest, parts)
+        boundaries, _, _ = await self._discover_folders(rest, parts)
         if len(boundaries) < parts // 2 and rest.start_after is not None:
             boundaries += await self._probe_keys(rest, parts)
         return boundaries
@@ -317,8 +348,12 @@ class Enumerator:
             keys: list[str] = []
 
             async def probe(point: str | None, keys: list[str] = keys, high: str | None = high) -> None:
-                page = await self._source.list_page(KeyRange(rest.prefix, point, high), max_keys=1)
+                page = await self._list_page(KeyRange(rest.prefix, point, high), max_keys=1)
                 self.stats.probes += 1
+                if page.records and point is not None and page.records[0].key <= point:
+                    raise StartAfterIgnored(
+                        f"the server ignored StartAfter (returned {page.records[0].key!r})"
+                    )
                 if page.records and (high is None or page.records[0].key <= high):
                     keys.append(page.records[0].key)
 
@@ -331,26 +366,28 @@ class Enumerator:
             high = max(keys)
         return sorted(found)
 
-    async def _discover_folders(self, rest: KeyRange, parts: int) -> tuple[list[str], bool]:
-        """Common prefixes in ``rest`` found by a few delimiter listings, and whether they are all
-        of the level's (False when the level is wider than a page)."""
+    async def _discover_folders(self, rest: KeyRange, parts: int) -> tuple[list[str], bool, ListPage | None]:
+        """Common prefixes in ``rest`` found by a few delimiter listings, whether they are all
+        of the level's (False when the level is wider than a page), and the first page."""
         boundaries: list[str] = []
         level = [rest]
+        first: ListPage | None = None
         for _ in range(_DISCOVERY_MAX_DEPTH):
             found: list[str] = []
             for key_range in level:
-                page = await self._source.list_page(key_range, delimiter="/")
+                page = await self._list_page(key_range, delimiter="/")
+                first = first or page
                 found.extend(page.common_prefixes)
                 if page.is_truncated:
                     # A wide level. Its folders cut the part of the key space this page saw,
                     # and the range past them splits itself as it goes. Its keys are no use as
                     # cut points: they crowd a sliver of a flat namespace.
-                    return [*boundaries, *found], False
+                    return [*boundaries, *found], False, first
             boundaries.extend(found)
             if len(boundaries) >= parts or not found or len(found) > parts:
                 break
             level = [KeyRange(prefix) for prefix in found]
-        return boundaries, True
+        return boundaries, True, first
 
     def _start(
         self,
@@ -380,7 +417,7 @@ class Enumerator:
         pages = _PAGES_BEFORE_SPLIT_AFTER_CUTS if split_off else 0
         try:
             while True:
-                page = await self._source.list_page(key_range, token=token, max_keys=max_keys)
+                page = await self._list_page(key_range, token=token, max_keys=max_keys)
                 pages += 1
                 # Full pages from here on, even near the range's end: a request costs about the
                 # same whatever its max-keys (RGW: 12-15 ms of server CPU for 1 to 1000 keys;
@@ -410,7 +447,7 @@ class Enumerator:
                     token = None
                 else:
                     # A truncated page without keys: only the token can move on.
-                    token = _next_token(page, token)
+                    token = next_token(page, token)
                 if token is None:
                     cuts_waiting = self._cuts is not None
                     kept = self._maybe_split(group, key_range, slot, records, pages)
@@ -515,16 +552,6 @@ def _same_slot(slot: OutputSlot, parts: list[KeyRange]) -> list[OutputSlot]:
 
 def _nothing_to_finish(slot: OutputSlot, complete: bool) -> None:
     pass
-
-
-def _next_token(page: ListPage, sent: str | None) -> str:
-    """The continuation token to send next; a missing or repeated one would loop forever."""
-    token = page.next_token
-    if not token:
-        raise ScanError("the server sent a truncated page with no continuation token")
-    if token == sent:
-        raise ScanError("the server repeated a continuation token; listing on would loop forever")
-    return token
 
 
 def _keys_per_boundary(page: Sequence[ObjectRecord], boundaries: list[str]) -> float | None:

@@ -61,6 +61,28 @@ class EndpointError(ScanError):
     exit_code: ClassVar[int] = 5
 
 
+class ServerOrderDiffers(ScanError):
+    """The server does not list the way the ranged strategy relies on (UTF-8 byte order and an
+    honoured ``StartAfter``): a fact about the server, learned from one of its answers.
+
+    Never a failure the user sees: the scan switches to the order-independent listing. It is a
+    ``ScanError`` only so that code which meets it outside a scan (a plan) still says why.
+    """
+
+
+class StartAfterIgnored(ServerOrderDiffers):
+    """The server returned keys at or before ``StartAfter``, or rejected the parameter."""
+
+
+class FolderPrefixRequired(ServerOrderDiffers):
+    """The server takes only prefixes that end in ``/`` (directory buckets)."""
+
+
+class InconsistentListing(ScanError):
+    """The server's own pagination contradicts itself (a key returned twice): no listing of
+    it can be trusted to be complete, so the scan refuses rather than write a wrong output."""
+
+
 class OutputClosed(Exception):
     """The reader of standard output went away (for example ``scanner ... | head``)."""
 

@@ -18,14 +18,17 @@ from typing import IO, TYPE_CHECKING, Any
 import anyio
 
 from scanner.config import ScanConfig
+from scanner.dialect import ServerProfile, check_profile
 from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
-from scanner.errors import ScanError
+from scanner.errors import ScanError, ServerOrderDiffers
+from scanner.external_sort import ExternalSort
 from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
 from scanner.offload import offloading
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord, total_size
 from scanner.s3.client import RequestStats, S3PageSource
+from scanner.walk import TreeWalk, WalkStats
 from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
 
 if TYPE_CHECKING:
@@ -53,6 +56,18 @@ class ScanSummary:
     # scan that stopped early saved its progress.
     resumed_objects: int = 0
     checkpoint_saved: bool = False
+    # How the key space was listed: "ranges" (byte order and StartAfter) or "tree walk"; and
+    # what the server answered that made the scan switch, if it did.
+    strategy: str = "ranges"
+    switched_because: str | None = None
+    walk: WalkStats = field(default_factory=WalkStats)
+
+    def restart_counts(self) -> None:
+        """Forget what a listing that was given up counted (its output is thrown away)."""
+        self.objects = self.bytes = 0
+        self.matched = None
+        self.skipped = {}
+        self.spilled_bytes = 0
 
     @property
     def keys_per_second(self) -> float:
@@ -91,11 +106,18 @@ class PageHandler:
         self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
 
     def __call__(self, records: Sequence[ObjectRecord]) -> bytes:
+        return self.encode(self.select(records))
+
+    def select(self, records: Sequence[ObjectRecord]) -> Sequence[ObjectRecord]:
+        """Count a page, and keep what passes the filter."""
         summary = self._summary
         summary.objects += len(records)
         summary.bytes += total_size(records)
         if self.filter is not None:
             records = self.filter.select(records)
+        return records
+
+    def encode(self, records: Sequence[ObjectRecord]) -> bytes:
         return self._encode(records) if records else b""
 
     def finish(self) -> None:
@@ -139,23 +161,24 @@ async def run_scan(
     """
     started = time.perf_counter()
     summary = summary if summary is not None else ScanSummary()
-    checkpoint = await _open_checkpoint(config)
-    writer = make_writer(config)
+    profile = check_profile(config, ranges)
+    checkpoint = await _open_checkpoint(config) if profile.ranged else None
+    output = _Output(config)
     try:
-        await writer.open()
+        await output.writer.open()
         try:
             if source is None:
                 async with S3PageSource(config.location, config.connection) as s3:
                     summary.requests = s3.stats
-                    await _scan_into(config, s3, writer, summary, ranges, checkpoint)
+                    await _scan_by_profile(config, profile, s3, output, summary, ranges, checkpoint)
             else:
-                await _scan_into(config, source, writer, summary, ranges, checkpoint)
-            await writer.commit()
+                await _scan_by_profile(config, profile, source, output, summary, ranges, checkpoint)
+            await output.writer.commit()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if checkpoint is not None:
                     summary.checkpoint_saved = await checkpoint.save_after_failure()
-                await writer.abort()
+                await output.writer.abort()
             raise
     finally:
         if checkpoint is not None:
@@ -166,9 +189,153 @@ async def run_scan(
             await checkpoint.store.clear()
         except ScanError as exc:
             raise type(exc)(f"the output is complete, but {exc}; remove it before the next run") from exc
-    finish_summary(summary, writer)
+    finish_summary(summary, output.writer)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Output:
+    """The scan's writer, and for standard output (which cannot be taken back) what went out.
+
+    Bytes for standard output wait until the listing has shown the byte order it relies on
+    (``vetted``), so that a switch to the tree walk rarely finds anything written.
+    """
+
+    def __init__(self, config: ScanConfig) -> None:
+        self._config = config
+        self.writer: Writer = make_writer(config)
+        self.streamed = config.output == "-"
+        self.vetted = anyio.Event()
+        self.written = 0
+
+    async def write(self, chunk: bytes) -> None:
+        if self.streamed and not self.vetted.is_set():
+            await self.vetted.wait()
+        self.written += len(chunk)
+        await self.writer.write(chunk)
+
+    async def restart(self) -> None:
+        """Throw away what was written, and open the output anew."""
+        with anyio.CancelScope(shield=True):
+            await self.writer.abort()
+        self.writer = make_writer(self._config)
+        self.written = 0
+        self.vetted.set()
+        await self.writer.open()
+
+
+async def _scan_by_profile(
+    config: ScanConfig,
+    profile: ServerProfile,
+    source: PageSource,
+    output: _Output,
+    summary: ScanSummary,
+    ranges: Sequence[KeyRange] | None,
+    checkpoint: Checkpoint | None,
+) -> None:
+    """Ranges where the server keeps byte order, else the tree walk; switch at the first sign."""
+    if profile.ranged:
+        try:
+            await _scan_into(config, source, output, summary, ranges, checkpoint)
+            return
+        except BaseException as exc:
+            differs = order_differs(exc)
+            if differs is None:
+                raise
+        _may_switch(config, output, ranges, differs)
+        summary.switched_because = str(differs)
+        summary.restart_counts()
+        if checkpoint is not None:
+            checkpoint.invalidate()
+        await output.restart()
+    output.vetted.set()
+    summary.strategy = "tree walk"
+    await _walk_into(config, profile, source, output, summary)
+
+
+def order_differs(exc: BaseException) -> ServerOrderDiffers | None:
+    """The ``ServerOrderDiffers`` behind ``exc`` (task groups wrap it), if that is what it is."""
+    if isinstance(exc, ServerOrderDiffers):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = order_differs(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _may_switch(
+    config: ScanConfig, output: _Output, ranges: Sequence[KeyRange] | None, differs: ServerOrderDiffers
+) -> None:
+    if ranges is not None or config.shard_range is not None or config.worker:
+        raise ScanError(
+            f"{differs}; --shard needs a server that lists in byte order: scan it whole"
+        ) from None
+    if output.streamed and output.written:
+        raise ScanError(
+            f"{differs}, after {output.written} bytes had gone to standard output; run again with "
+            "--server-profile unordered, or write to a file (which the scan can start over)"
+        ) from None
+
+
+async def _walk_into(
+    config: ScanConfig, profile: ServerProfile, source: PageSource, output: _Output, summary: ScanSummary
+) -> None:
+    """The tree walk into the output: through an external sort unless ``--unordered``."""
+    handle = PageHandler(config, summary)
+    parallelism = config.connection.concurrency
+    if config.ordered:
+        sorter = ExternalSort(config.memory_budget, config.temp_dir)
+
+        async def hold(records: Sequence[ObjectRecord]) -> None:
+            sorter.add(handle.select(records))
+
+        walk = TreeWalk(
+            source,
+            config.location.prefix,
+            parallelism=parallelism,
+            emit=hold,
+            folder_prefixes_only=profile.folder_prefixes_only,
+        )
+        summary.walk = walk.stats
+        try:
+            await walk.run()
+            for page in sorter.pages():
+                chunk = handle.encode(page)
+                if chunk:
+                    await output.write(chunk)
+        finally:
+            summary.spilled_bytes = sorter.spilled_bytes
+            sorter.close()
+        handle.finish()
+        return
+
+    send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
+
+    async def emit(records: Sequence[ObjectRecord]) -> None:
+        chunk = handle(records)
+        if chunk:
+            await send.send(chunk)
+
+    async def drain() -> None:
+        async with receive:
+            async for chunk in receive:
+                await output.write(chunk)
+
+    walk = TreeWalk(
+        source,
+        config.location.prefix,
+        parallelism=parallelism,
+        emit=emit,
+        folder_prefixes_only=profile.folder_prefixes_only,
+    )
+    summary.walk = walk.stats
+    async with anyio.create_task_group() as group:
+        group.start_soon(drain)
+        async with send:
+            await walk.run()
+    handle.finish()
 
 
 async def _open_checkpoint(config: ScanConfig) -> Checkpoint | None:
@@ -199,7 +366,7 @@ def finish_summary(summary: ScanSummary, writer: Writer) -> None:
 async def _scan_into(
     config: ScanConfig,
     source: PageSource,
-    writer: Writer,
+    output_to: _Output,
     summary: ScanSummary,
     ranges: Sequence[KeyRange] | None,
     checkpoint: Checkpoint | None = None,
@@ -256,6 +423,7 @@ async def _scan_into(
                     split_slot=split_slot,
                     finish_slot=finish_slot,
                     hand_over=offloader,
+                    vetted=output_to.vetted,
                 )
                 summary.enumeration = enumerator.stats
                 if restored is not None:
@@ -268,7 +436,7 @@ async def _scan_into(
                     await checkpoint.save()
                 # The workers' files are part of the output: the drain finishes inside.
                 async with anyio.create_task_group() as group:
-                    group.start_soon(output.drain, writer.write)
+                    group.start_soon(output.drain, output_to.write)
                     if checkpoint is not None:
                         group.start_soon(checkpoint.run_periodically)
                     if restored is not None:
@@ -296,7 +464,7 @@ async def _scan_into(
     async def drain() -> None:
         async with receive:
             async for chunk in receive:
-                await writer.write(chunk)
+                await output_to.write(chunk)
 
     async def deliver_unordered(file: IO[bytes], slot: object) -> None:
         while block := file.read(_WORKER_BLOCK):
@@ -312,6 +480,7 @@ async def _scan_into(
                 parallelism=parallelism,
                 emit=emit_unordered,
                 hand_over=offloader,
+                vetted=output_to.vetted,
             )
             summary.enumeration = enumerator.stats
             if ranges is None:

@@ -76,6 +76,11 @@ def summary_document(
         document["changes"] = dict(summary.changes)
     if summary is not None and summary.enumeration.handed_over:
         document["worker_ranges"] = summary.enumeration.handed_over
+    if summary is not None and summary.switched_because:
+        document["listing"] = summary.strategy
+        document["switched_because"] = summary.switched_because
+    elif summary is not None and summary.strategy != "ranges":
+        document["listing"] = summary.strategy
     if summary is not None and summary.resumed_objects:
         document["resumed_objects"] = summary.resumed_objects
     if summary is not None and summary.skipped:

@@ -27,7 +27,10 @@ from scanner.errors import (
     TRANSIENT_STATUSES,
     AccessError,
     EndpointError,
+    FolderPrefixRequired,
     ScanError,
+    ServerOrderDiffers,
+    StartAfterIgnored,
     UsageError,
     error_for_code,
     redact,
@@ -359,7 +362,7 @@ class S3PageSource:
             try:
                 return parse_list_page(text, delimited="Delimiter" in params)
             except ErrorDocument as document:
-                return self._raise_for_error(200, document, region, key_range, retry_after)
+                return self._raise_for_error(200, document, region, params, retry_after)
             except MalformedListing as exc:
                 raise _Retry(f"malformed response ({exc})") from exc
             except NotS3Response as exc:
@@ -367,14 +370,14 @@ class S3PageSource:
                     f"{self._endpoint_name(signed_url)} does not answer like an S3 endpoint: {exc}"
                 ) from exc
         error = parse_error(text) or ErrorDocument(f"HTTP {status}", "")
-        return self._raise_for_error(status, error, region, key_range, retry_after)
+        return self._raise_for_error(status, error, region, params, retry_after)
 
     def _raise_for_error(
         self,
         status: int,
         error: ErrorDocument,
         region: str | None,
-        key_range: KeyRange,
+        params: Mapping[str, Any],
         retry_after: str,
     ) -> ListPage:
         code = error.code
@@ -398,13 +401,32 @@ class S3PageSource:
                 f"the endpoint answered HTTP {status} without an S3 error document; "
                 "is the endpoint URL an S3 API endpoint?"
             )
-        raise error_for_code(code, error.message, self.location.bucket, key_range.prefix)
+        if status == 400 and code in _DIALECT_REFUSALS:
+            refused = _refused_parameter(params, error.message)
+            if refused is not None:
+                raise refused
+        raise error_for_code(code, error.message, self.location.bucket, self.location.prefix)
 
     def _endpoint_name(self, url: str) -> str:
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
         return f"{parts.scheme}://{parts.netloc}"
+
+
+# What a server answers when a request uses what its dialect lacks (directory buckets refuse
+# StartAfter and prefixes that do not end in "/"): a fact about the server, not a failure.
+_DIALECT_REFUSALS: Final = frozenset({"InvalidArgument", "NotImplemented", "InvalidRequest"})
+
+
+def _refused_parameter(params: Mapping[str, Any], message: str) -> ServerOrderDiffers | None:
+    prefix = str(params.get("Prefix", ""))
+    text = message.lower()
+    if prefix and not prefix.endswith("/") and ("prefix" in text or "delimiter" in text):
+        return FolderPrefixRequired(f"the server takes only prefixes that end in '/' ({message})")
+    if "StartAfter" in params and ("start" in text or "after" in text or not text):
+        return StartAfterIgnored(f"the server rejected StartAfter ({message or 'no reason given'})")
+    return None
 
 
 class _WrongRegion(ScanError):

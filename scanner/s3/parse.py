@@ -61,6 +61,9 @@ class ListPage:
     common_prefixes: list[str]
     is_truncated: bool
     next_token: str | None
+    # Whether the page's keys are in strictly increasing UTF-8 byte order, as AWS lists them.
+    # A well-formed page that is not is a fact about the server (its dialect), not damage.
+    in_key_order: bool = True
 
 
 def parse_error(body: str) -> ErrorDocument | None:
@@ -102,10 +105,9 @@ def parse_list_page(body: str, *, delimited: bool = True) -> ListPage:
         records = _parse_contents_each(body, decode)
     if expected != len(records):
         raise MalformedListing("the listing response has a damaged object entry")
-    # S3 lists in key order; a page that is not is damaged, and would break ranges and output.
-    keys = keys_of(records)
-    if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
-        raise MalformedListing("the listing response is not in key order")
+    # AWS lists in key order. A complete, well-formed page out of that order is how the server
+    # lists (a filesystem walk, a hash order), not damage: it is reported, never retried.
+    in_key_order = is_strictly_increasing(keys_of(records))
 
     # A literal search finds where an element starts several times faster than a regex scan of
     # the whole body would, and most pages have no common prefixes at all.
@@ -113,7 +115,12 @@ def parse_list_page(body: str, *, delimited: bool = True) -> ListPage:
     prefixes = [decode(p) for p in _COMMON_PREFIX.findall(body, at)] if at >= 0 else []
     is_truncated = truncated.group(1) == "true"
     token = _next_token(body) if is_truncated else None
-    return ListPage(records, prefixes, is_truncated, token)
+    return ListPage(records, prefixes, is_truncated, token, in_key_order)
+
+
+def is_strictly_increasing(keys: Sequence[str]) -> bool:
+    """Whether ``keys`` are in strictly increasing code point (= UTF-8 byte) order."""
+    return all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
 
 
 def _next_token(body: str) -> str | None:

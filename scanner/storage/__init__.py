@@ -1,0 +1,1 @@
+"""The storage seam: what listing asks of a server, and the stores that answer it."""

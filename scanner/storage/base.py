@@ -1,0 +1,33 @@
+"""The listing protocol every store implements, and the rules of paging through it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scanner.config import MAX_KEYS_PER_PAGE
+from scanner.errors import ScanError
+from scanner.keyspace import KeyRange
+from scanner.s3.parse import ListPage
+
+
+class PageSource(Protocol):
+    """One ListObjectsV2-like page of a key range: from its ``start_after``, or from ``token``."""
+
+    async def list_page(
+        self,
+        key_range: KeyRange,
+        *,
+        delimiter: str | None = None,
+        token: str | None = None,
+        max_keys: int = MAX_KEYS_PER_PAGE,
+    ) -> ListPage: ...
+
+
+def next_token(page: ListPage, sent: str | None) -> str:
+    """The continuation token to send next; a missing or repeated one would loop forever."""
+    token = page.next_token
+    if not token:
+        raise ScanError("the server sent a truncated page with no continuation token")
+    if token == sent:
+        raise ScanError("the server repeated a continuation token; listing on would loop forever")
+    return token
