@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from scanner import __version__
@@ -34,6 +34,7 @@ from scanner.config import (
     parse_s3_object_uri,
     parse_s3_uri,
 )
+from scanner.dialect import check_profile
 from scanner.errors import OutputClosed, ScanError, UsageError, redact
 from scanner.items import ItemsError
 from scanner.pipeline import ScanSummary
@@ -153,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write pages as they arrive instead of in key order",
     )
+    scan.add_argument(
+        "--server-profile",
+        metavar="NAME",
+        help="what the server does when it lists: auto (the default: learned from its answers), "
+        "aws, rgw, minio, moto, rclone, juicefs (byte order, StartAfter), or directory, seaweedfs, "
+        "noobaa, unordered (listed folder by folder, sorted on the client)",
+    )
     add_connection_arguments(scan)
     scan.add_argument(
         "--processes",
@@ -270,7 +278,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     elif args.checkpoint_interval:
         raise UsageError("--checkpoint-interval needs --checkpoint")
     shard = shard_from_args(args)
-    return ScanConfig(
+    config = ScanConfig(
         location=location,
         connection=connection,
         output=output,
@@ -287,7 +295,17 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         changes_only=bool(args.changes_only),
         checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval or 30.0,
+        server_profile=args.server_profile or "auto",
     )
+    return _fit_profile(config)
+
+
+def _fit_profile(config: ScanConfig) -> ScanConfig:
+    """Refuse what the server profile cannot do; a tree walk lists in one process."""
+    profile = check_profile(config)
+    if not profile.ranged and config.processes_on_demand:
+        return replace(config, processes=1, processes_on_demand=False)
+    return config
 
 
 def processes_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -502,6 +520,13 @@ def _report_success(summary: ScanSummary, log: Any, structured: bool) -> None:
         print(
             f"{summary.enumeration.handed_over:,} ranges were listed by worker processes "
             "(this process was CPU-bound)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if summary.switched_because:
+        print(
+            f"{summary.switched_because}: listed folder by folder instead (--server-profile "
+            "unordered skips the first attempt)",
             file=sys.stderr,
             flush=True,
         )
