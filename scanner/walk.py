@@ -13,7 +13,10 @@ of each folder at the frontier with everything below it, covers every key exactl
   (directory buckets), listed through its parent folder and filtered there.
 
 Each page is checked against the one before it in the same folder: a server that repeats a key
-across pages (its tokens are inconsistent) may skip others too, and the scan refuses.
+across pages (its tokens are inconsistent) may skip others too, and the scan refuses. A folder
+that is descended is also checked against a flat page of it: every key that page holds must be
+one of the folder's direct keys or lie in one of its subfolders. A server whose delimited
+listing drops folders without saying it is truncated (s3rver) is caught there, and refused.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Final
 import anyio
 
 from scanner.dialect import check_no_repeats
+from scanner.errors import InconsistentListing
 from scanner.keyspace import KeyRange
 from scanner.records import ObjectRecord, keys_of
 from scanner.storage.base import PageSource, next_token
@@ -113,19 +117,27 @@ class TreeWalk:
         self._changed = anyio.Event()
 
     async def _list(self, folder: _Folder, *, descend: bool) -> None:
-        if descend:
-            self.stats.descended += 1
-        else:
+        where = f"{folder.prefix!r}" if folder.prefix else "the bucket's root"
+        if not descend:
             self.stats.listed_whole += 1
+            await self._pages(folder, None, where, _Sample.nothing())
+            return
+        self.stats.descended += 1
+        flat = await self._source.list_page(KeyRange(folder.prefix))
+        self.stats.pages += 1
+        sample = _Sample(folder.prefix, keys_of(flat.records))
+        await self._pages(folder, "/", where, sample)
+        sample.check(where)
+
+    async def _pages(self, folder: _Folder, delimiter: str | None, where: str, sample: _Sample) -> None:
         key_range = KeyRange(folder.prefix)
-        delimiter = "/" if descend else None
         token: str | None = None
         seen: set[str] = set()
-        where = f"{folder.prefix!r}" if folder.prefix else "the bucket's root"
         while True:
             page = await self._source.list_page(key_range, delimiter=delimiter, token=token)
             self.stats.pages += 1
             seen = check_no_repeats(seen, [*keys_of(page.records), *page.common_prefixes], where)
+            sample.saw(page.records, page.common_prefixes)
             records = page.records
             if folder.keep is not None:
                 keep = folder.keep
@@ -147,3 +159,35 @@ class TreeWalk:
         if found:
             self._pending.extend(reversed(found))
             self._wake()
+
+
+class _Sample:
+    """Keys of a flat page of a folder, each waiting for the delimited listing to cover it."""
+
+    def __init__(self, prefix: str, keys: Sequence[str]) -> None:
+        self._direct: set[str] = set()
+        self._folders: dict[str, str] = {}
+        for key in keys:
+            slash = key.find("/", len(prefix))
+            if slash < 0:
+                self._direct.add(key)
+            else:
+                self._folders.setdefault(key[: slash + 1], key)
+
+    @classmethod
+    def nothing(cls) -> _Sample:
+        return cls("", ())
+
+    def saw(self, records: Sequence[ObjectRecord], folders: Sequence[str]) -> None:
+        if self._direct:
+            self._direct.difference_update(keys_of(records))
+        for folder in folders:
+            self._folders.pop(folder, None)
+
+    def check(self, where: str) -> None:
+        missing = min(self._direct) if self._direct else min(self._folders.values(), default=None)
+        if missing is not None:
+            raise InconsistentListing(
+                f"the server's listing of {where} is inconsistent: {missing!r} is in its flat listing "
+                "but in no folder of its delimited one; no complete listing of it is possible"
+            )
