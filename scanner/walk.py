@@ -8,6 +8,11 @@ of each folder at the frontier with everything below it, covers every key exactl
   queued) while fewer folders wait than requests may be in flight, so a bucket with one top
   folder still fans out; otherwise it is listed *whole* (no delimiter), which takes the fewest
   requests: full pages of everything below it.
+- Where the server takes any prefix (all but directory buckets), a level of many small folders is
+  listed a group at a time: a string prefix such as ``study00`` covers ``study000/`` to
+  ``study009-thumbs/``. The groups are the leaves of a trie of the folder names, so no two
+  overlap and every folder is in one; the level's direct keys, which a group prefix may also
+  match, were listed with the level and are left out.
 - Every folder pages with continuation tokens only, many folders in flight at once.
 - A user prefix that does not end in "/" is, where the server takes only folder prefixes
   (directory buckets), listed through its parent folder and filtered there.
@@ -27,6 +32,7 @@ from typing import Final
 
 import anyio
 
+from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.dialect import check_no_repeats
 from scanner.errors import InconsistentListing
 from scanner.keyspace import KeyRange
@@ -36,6 +42,9 @@ from scanner.storage.base import PageSource, next_token
 # Folders deeper than this below the scanned prefix are listed whole, whatever waits: each
 # level down costs a request per folder and rarely adds parallel work that is not there yet.
 _MAX_DESCENT: Final = 4
+# Many small folders are listed a group at a time (one string prefix that covers several of them)
+# where the server takes any prefix: about this many keys a group, a few full pages.
+_GROUP_KEYS: Final = 4 * MAX_KEYS_PER_PAGE
 
 EmitFn = Callable[[Sequence[ObjectRecord]], Awaitable[None]]
 
@@ -54,6 +63,8 @@ class _Folder:
     depth: int
     # Listing a parent folder for a prefix it cannot send itself: what keys must start with.
     keep: str | None = None
+    # A group of folders of this parent: keys directly under the parent are not the group's.
+    below: str | None = None
 
 
 def request_root(prefix: str, folder_prefixes_only: bool) -> tuple[str, str | None]:
@@ -78,6 +89,7 @@ class TreeWalk:
         self._source = source
         self._parallelism = max(1, parallelism)
         self._emit = emit
+        self._folder_prefixes_only = folder_prefixes_only
         root, keep = request_root(prefix, folder_prefixes_only)
         self._pending: list[_Folder] = [_Folder(root, 0, keep)]
         self._active = 0
@@ -107,6 +119,8 @@ class TreeWalk:
                 await self._changed.wait()
 
     def _worth_descending(self, folder: _Folder) -> bool:
+        if folder.below is not None:
+            return False
         if folder.keep is not None or folder.depth == 0:
             return self._parallelism > 1 or folder.keep is not None
         waiting = len(self._pending) + self._active
@@ -126,13 +140,16 @@ class TreeWalk:
         flat = await self._source.list_page(KeyRange(folder.prefix))
         self.stats.pages += 1
         sample = _Sample(folder.prefix, keys_of(flat.records))
-        await self._pages(folder, "/", where, sample)
+        children = await self._pages(folder, "/", where, sample)
         sample.check(where)
+        self._queue(folder, children, _keys_per_folder(folder.prefix, flat.records, flat.is_truncated))
 
-    async def _pages(self, folder: _Folder, delimiter: str | None, where: str, sample: _Sample) -> None:
+    async def _pages(self, folder: _Folder, delimiter: str | None, where: str, sample: _Sample) -> list[str]:
+        """List ``folder`` to its end; its subfolders, when listed with a delimiter."""
         key_range = KeyRange(folder.prefix)
         token: str | None = None
         seen: set[str] = set()
+        children: list[str] = []
         while True:
             page = await self._source.list_page(key_range, delimiter=delimiter, token=token)
             self.stats.pages += 1
@@ -142,23 +159,65 @@ class TreeWalk:
             if folder.keep is not None:
                 keep = folder.keep
                 records = [record for record in records if record.key.startswith(keep)]
+            if folder.below is not None:
+                start = len(folder.below)
+                records = [record for record in records if "/" in record.key[start:]]
             if records:
                 await self._emit(records)
-            self._queue(folder, page.common_prefixes)
+            children.extend(page.common_prefixes)
             if not page.is_truncated:
-                return
+                return children
             token = next_token(page, token)
 
-    def _queue(self, parent: _Folder, prefixes: Sequence[str]) -> None:
+    def _queue(self, parent: _Folder, prefixes: Sequence[str], keys_per_folder: float | None) -> None:
         keep = parent.keep
-        found = [
-            _Folder(prefix, parent.depth + 1)
-            for prefix in prefixes
-            if prefix.startswith(parent.prefix) and (keep is None or prefix.startswith(keep))
-        ]
-        if found:
-            self._pending.extend(reversed(found))
-            self._wake()
+        found = [p for p in prefixes if p.startswith(parent.prefix) and (keep is None or p.startswith(keep))]
+        if not found:
+            return
+        depth = parent.depth + 1
+        per_group = 1
+        if not self._folder_prefixes_only and keys_per_folder is not None:
+            per_group = min(int(_GROUP_KEYS / max(keys_per_folder, 1)), len(found) // (2 * self._parallelism))
+        if per_group > 1:
+            groups = group_folders(parent.prefix, sorted(found), per_group)
+            self._pending.extend(_Folder(g, depth, below=parent.prefix) for g in reversed(groups))
+        else:
+            self._pending.extend(_Folder(prefix, depth) for prefix in reversed(found))
+        self._wake()
+
+
+def group_folders(parent: str, folders: Sequence[str], per_group: int) -> list[str]:
+    """String prefixes that split sorted ``folders`` (each ``parent`` + name + "/") into groups of
+    at most ``per_group`` (or one folder): the leaves of the trie of their names, in key order.
+
+    No prefix is a prefix of another, and each folder starts with exactly one of them.
+    """
+    groups: list[str] = []
+    stack: list[tuple[str, Sequence[str]]] = [(parent, folders)] if folders else []
+    while stack:
+        prefix, members = stack.pop()
+        if len(members) <= per_group or len(members) == 1:
+            groups.append(prefix if len(members) > 1 else members[0])
+            continue
+        at = len(prefix)
+        branches: dict[str, list[str]] = {}
+        for folder in members:
+            # A folder that ends here is a leaf of its own ("" sorts before every character).
+            branches.setdefault(folder[at : at + 1], []).append(folder)
+        stack.extend((prefix + char, branch) for char, branch in sorted(branches.items(), reverse=True))
+    return groups
+
+
+def _keys_per_folder(prefix: str, records: Sequence[ObjectRecord], truncated: bool) -> float | None:
+    """Keys a subfolder holds, from a flat page of the parent: None when no folder fits in it."""
+    counts: dict[str, int] = {}
+    for key in keys_of(records):
+        slash = key.find("/", len(prefix))
+        if slash >= 0:
+            folder = key[: slash + 1]
+            counts[folder] = counts.get(folder, 0) + 1
+    whole = list(counts.values())[:-1] if truncated else list(counts.values())
+    return sum(whole) / len(whole) if whole else None
 
 
 class _Sample:

@@ -20,7 +20,7 @@ from scanner.external_sort import ExternalSort
 from scanner.pipeline import ScanSummary, run_scan
 from scanner.records import ObjectRecord
 from scanner.storage.memory import Dialect, MemoryStore, walk_order
-from scanner.walk import TreeWalk, request_root
+from scanner.walk import TreeWalk, group_folders, request_root
 from tests.keysets import ODD_KEYS, nested_keys, utf8_sorted
 
 DIALECTS: tuple[Dialect, ...] = ("sorted", "walk", "directory")
@@ -167,3 +167,28 @@ def test_a_directory_bucket_prefix_without_slash_goes_through_its_parent(tmp_pat
     store = MemoryStore(keys, "directory")
     got, _ = _scan(store, tmp_path, "s3://b--use1-az4--x-s3/study1")
     assert got == ["study1.txt", "study1/a", "study10/b"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    names=st.lists(st.text(alphabet="ab-0/é", min_size=1, max_size=5).filter(lambda n: "/" not in n), unique=True),
+    parent=st.sampled_from(["", "p/", "st"]),
+    per_group=st.integers(1, 6),
+)
+def test_folder_groups_cover_each_folder_once(names: list[str], parent: str, per_group: int) -> None:
+    folders = sorted(f"{parent}{name}/" for name in names)
+    groups = group_folders(parent, folders, per_group)
+    assert all(not a.startswith(b) for a in groups for b in groups if a != b)
+    for folder in folders:
+        assert sum(folder.startswith(g) for g in groups) == 1
+    assert all(g.startswith(parent) for g in groups)
+    sizes = [sum(f.startswith(g) for f in folders) for g in groups]
+    assert all(size <= per_group or size == 1 for size in sizes)
+
+
+def test_many_small_folders_are_listed_in_groups() -> None:
+    keys = [f"study{s:03d}{suffix}/img{i}" for s in range(300) for suffix in ("", "-t") for i in range(10)]
+    keys += ["study007.txt", "study1"]  # direct keys a group prefix also matches
+    store = MemoryStore(keys, "walk", page_size=100)
+    assert Counter(_walk(store, "", 4, False)) == Counter(keys)
+    assert len(store.requests) < 200  # 600 folders, listed about 40 at a time
