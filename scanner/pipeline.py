@@ -246,7 +246,10 @@ async def _scan_by_profile(
         summary.switched_because = str(differs)
         summary.restart_counts()
         if checkpoint is not None:
+            # It saved key ranges of a listing given up: a run resuming from it would list them
+            # again on a server that cannot take them.
             checkpoint.invalidate()
+            await checkpoint.store.clear()
         await output.restart()
     output.vetted.set()
     summary.strategy = "tree walk"
