@@ -20,7 +20,7 @@ import anyio
 from scanner.config import ScanConfig
 from scanner.dialect import ServerProfile, check_profile
 from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
-from scanner.errors import ScanError, ServerOrderDiffers
+from scanner.errors import FolderPrefixRequired, ScanError, ServerOrderDiffers
 from scanner.external_sort import ExternalSort
 from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
@@ -234,6 +234,7 @@ async def _scan_by_profile(
     checkpoint: Checkpoint | None,
 ) -> None:
     """Ranges where the server keeps byte order, else the tree walk; switch at the first sign."""
+    differs: ServerOrderDiffers | None = None
     if profile.ranged:
         try:
             await _scan_into(config, source, output, summary, ranges, checkpoint)
@@ -242,18 +243,39 @@ async def _scan_by_profile(
             differs = order_differs(exc)
             if differs is None:
                 raise
-        _may_switch(config, output, ranges, differs)
-        summary.switched_because = str(differs)
-        summary.restart_counts()
         if checkpoint is not None:
             # It saved key ranges of a listing given up: a run resuming from it would list them
             # again on a server that cannot take them.
             checkpoint.invalidate()
             await checkpoint.store.clear()
-        await output.restart()
+        await _start_over(config, output, summary, ranges, differs)
     output.vetted.set()
     summary.strategy = "tree walk"
-    await _walk_into(config, profile, source, output, summary)
+    folder_only = profile.folder_prefixes_only or isinstance(differs, FolderPrefixRequired)
+    try:
+        await _walk_into(config, source, output, summary, folder_only)
+    except BaseException as exc:
+        refused = order_differs(exc)
+        if folder_only or not isinstance(refused, FolderPrefixRequired):
+            raise
+        # A server that takes only folder prefixes (a directory bucket by another name) refused
+        # a group's prefix: list it folder by folder.
+        await _start_over(config, output, summary, None, refused)
+        await _walk_into(config, source, output, summary, True)
+
+
+async def _start_over(
+    config: ScanConfig,
+    output: _Output,
+    summary: ScanSummary,
+    ranges: Sequence[KeyRange] | None,
+    differs: ServerOrderDiffers,
+) -> None:
+    """Give up what was listed so far, where the output can be taken back."""
+    _may_switch(config, output, ranges, differs)
+    summary.switched_because = str(differs)
+    summary.restart_counts()
+    await output.restart()
 
 
 def order_differs(exc: BaseException) -> ServerOrderDiffers | None:
@@ -283,7 +305,7 @@ def _may_switch(
 
 
 async def _walk_into(
-    config: ScanConfig, profile: ServerProfile, source: PageSource, output: _Output, summary: ScanSummary
+    config: ScanConfig, source: PageSource, output: _Output, summary: ScanSummary, folder_only: bool
 ) -> None:
     """The tree walk into the output: through an external sort unless ``--unordered``."""
     handle = PageHandler(config, summary)
@@ -299,7 +321,7 @@ async def _walk_into(
             config.location.prefix,
             parallelism=parallelism,
             emit=hold,
-            folder_prefixes_only=profile.folder_prefixes_only,
+            folder_prefixes_only=folder_only,
         )
         summary.walk = walk.stats
         try:
@@ -331,7 +353,7 @@ async def _walk_into(
         config.location.prefix,
         parallelism=parallelism,
         emit=emit,
-        folder_prefixes_only=profile.folder_prefixes_only,
+        folder_prefixes_only=folder_only,
     )
     summary.walk = walk.stats
     async with anyio.create_task_group() as group:
