@@ -75,7 +75,9 @@ def _scan(seeded: Seeded, tmp_path: Path, uri_suffix: str = "", *options: str) -
     return result.returncode, records, result.stderr
 
 
-def _exact_or_refused(seeded: Seeded, code: int, records: list[Any], stderr: str, expected: list[str]) -> None:
+def _exact_or_refused(
+    seeded: Seeded, code: int, records: list[Any], stderr: str, expected: list[str]
+) -> None:
     if code != 0 and not PROFILES[seeded.target.kind].consistent_pagination:
         # One line that names the inconsistency, and no output at all.
         assert "inconsistent" in stderr or "twice" in stderr, stderr

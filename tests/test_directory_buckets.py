@@ -76,7 +76,8 @@ def test_a_directory_bucket_refuses_what_needs_key_ranges(endpoint: str, tmp_pat
             ["scan", f"s3://{EXPRESS}/", "-o", str(tmp_path / "o"), *options], _env(endpoint)
         )
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+        assert result.stderr.startswith("error: ")
+        assert len(result.stderr.splitlines()) == 1
         assert "lists in no byte order" in result.stderr
         assert not (tmp_path / "o").exists()
 
@@ -94,4 +95,5 @@ def test_s3_express_session_requests_keep_botocores_signer() -> None:
         headers={"Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20261202/us-east-1/s3/aws4_request, X"},
     )
     template = template_from(plain)
-    assert template is not None and template.region == "us-east-1"
+    assert template is not None
+    assert template.region == "us-east-1"

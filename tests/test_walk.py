@@ -42,7 +42,9 @@ def _walk(store: MemoryStore, prefix: str, parallelism: int, folder_only: bool) 
 
 @settings(max_examples=150, deadline=None)
 @given(keys=_keys, dialect=st.sampled_from(DIALECTS), parallelism=st.integers(1, 6), page=st.integers(1, 7))
-def test_walk_lists_every_key_exactly_once(keys: list[str], dialect: Dialect, parallelism: int, page: int) -> None:
+def test_walk_lists_every_key_exactly_once(
+    keys: list[str], dialect: Dialect, parallelism: int, page: int
+) -> None:
     store = MemoryStore(keys, dialect, page_size=page)
     listed = _walk(store, "", parallelism, dialect == "directory")
     assert Counter(listed) == Counter(keys)
@@ -75,7 +77,11 @@ def test_one_top_folder_fans_out() -> None:
 
 def test_walk_order_is_by_path_parts() -> None:
     keys = ["study0-thumb/t.png", "study0/series2/img9.dcm", "study0/series10/a"]
-    assert sorted(keys, key=walk_order) == ["study0/series10/a", "study0/series2/img9.dcm", "study0-thumb/t.png"]
+    assert sorted(keys, key=walk_order) == [
+        "study0/series10/a",
+        "study0/series2/img9.dcm",
+        "study0-thumb/t.png",
+    ]
 
 
 @settings(max_examples=100, deadline=None)
@@ -132,9 +138,9 @@ def test_profiles_are_chosen_by_name_and_bucket() -> None:
         check_profile(config)
 
 
-def _scan(store: MemoryStore, tmp_path: Path, uri: str = "s3://bucket", **options: object) -> tuple[
-    list[str], ScanSummary
-]:
+def _scan(
+    store: MemoryStore, tmp_path: Path, uri: str = "s3://bucket", **options: object
+) -> tuple[list[str], ScanSummary]:
     out = tmp_path / "out.jsonl"
     config = ScanConfig(parse_s3_uri(uri), ConnectionConfig(concurrency=8), output=str(out), **options)  # type: ignore[arg-type]
     summary = anyio.run(run_scan, config, store)
@@ -171,7 +177,9 @@ def test_a_directory_bucket_prefix_without_slash_goes_through_its_parent(tmp_pat
 
 @settings(max_examples=200, deadline=None)
 @given(
-    names=st.lists(st.text(alphabet="ab-0/é", min_size=1, max_size=5).filter(lambda n: "/" not in n), unique=True),
+    names=st.lists(
+        st.text(alphabet="ab-0/é", min_size=1, max_size=5).filter(lambda n: "/" not in n), unique=True
+    ),
     parent=st.sampled_from(["", "p/", "st"]),
     per_group=st.integers(1, 6),
 )
