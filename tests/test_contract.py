@@ -164,3 +164,17 @@ def test_standard_output_gets_each_key_once(seeded: Seeded) -> None:
     result = run_scanner(["scan", f"s3://{seeded.bucket}/"], seeded.target.env())
     records = [json.loads(line) for line in result.stdout.splitlines()]
     _exact_or_refused(seeded, result.returncode, records, result.stderr, seeded.reference)
+
+
+def test_incremental_state_on_every_server(seeded: Seeded, tmp_path: Path) -> None:
+    """``--state`` reads the ordered output, so it works whatever order the server lists in."""
+    state = tmp_path / "state.jsonl"
+    first = _scan(seeded, tmp_path, "", "--state", str(state))
+    _exact_or_refused(seeded, *first, seeded.reference)
+    if first[0] != 0:
+        assert not state.exists()
+        return
+    assert state.exists()
+    code, records, stderr = _scan(seeded, tmp_path, "", "--state", str(state), "--changes-only")
+    assert code == 0, stderr
+    assert records == []  # nothing changed between the two runs
