@@ -68,3 +68,22 @@ def unicode_keys(count: int) -> list[str]:
         name = "".join(rng.choice(alphabet) for _ in range(rng.randint(4, 16)))
         keys.add(f"{folder}/{name}")
     return sorted(keys)
+
+
+@layout("studies")
+def studies(count: int) -> list[str]:
+    """Prefix-rich like ``dicom`` (folders of series in folders of studies), plus the sidecar names
+    a real archive has next to its folders: ``seriesN.json`` beside ``seriesN/`` and a
+    ``studyNNNNN-thumbs/`` folder beside ``studyNNNNN/``. Each sorts before its neighbour folder in
+    UTF-8 byte order ('.' and '-' are below '/') and after it in a folder-by-folder walk, so a
+    server that lists a filesystem walk (SeaweedFS) lists this layout out of byte order at every
+    study; ``dicom``'s fixed-width names list the same either way. 200 keys a study: 8 series of
+    23 slices and a ``.json`` each, and 8 thumbnails."""
+    keys: list[str] = []
+    for study in range(-(-count // 200)):
+        folder = f"study{study:05d}"
+        for series in range(8):
+            keys += [f"{folder}/series{series}/img{instance:04d}.dcm" for instance in range(23)]
+            keys.append(f"{folder}/series{series}.json")
+        keys += [f"{folder}-thumbs/series{series}.png" for series in range(8)]
+    return keys[:count]
