@@ -26,7 +26,7 @@ from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
 from scanner.offload import offloading
 from scanner.ordering import OrderedOutput, Segment
-from scanner.records import ObjectRecord, total_size
+from scanner.records import ObjectRecord, RecordColumns, total_size
 from scanner.s3.client import RequestStats, S3PageSource
 from scanner.walk import TreeWalk, WalkStats
 from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from scanner.checkpoint import Checkpoint, Counters
 
 _UNORDERED_BUFFER = 32
+_SORT_BUDGET_SHARE = 3
 _WORKER_BLOCK = 1 << 20
 
 
@@ -311,7 +312,9 @@ async def _walk_into(
     handle = PageHandler(config, summary)
     parallelism = config.connection.concurrency
     if config.ordered:
-        sorter = ExternalSort(config.memory_budget, config.temp_dir)
+        # Nothing else holds output while the walk lists (no ordered segments), so the sort may
+        # hold what they would have.
+        sorter = ExternalSort(_SORT_BUDGET_SHARE * config.memory_budget, config.temp_dir)
 
         async def hold(records: Sequence[ObjectRecord]) -> None:
             sorter.add(handle.select(records))
@@ -327,7 +330,7 @@ async def _walk_into(
         try:
             await walk.run()
             for page in sorter.pages():
-                chunk = handle.encode(page)
+                chunk = handle.encode(RecordColumns.of(page))
                 if chunk:
                     await output.write(chunk)
         finally:

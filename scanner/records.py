@@ -78,6 +78,25 @@ class RecordColumns(Sequence[ObjectRecord]):
         self.storage_classes = storage_classes
         self._records: list[ObjectRecord] | None = None
 
+    @classmethod
+    def of(cls, records: list[ObjectRecord]) -> RecordColumns:
+        """Records made elsewhere (the external sort's) as columns, for the JSON Lines fast path."""
+        page = cls.__new__(cls)
+        if records:
+            keys, sizes, modified, etags, classes = map(list, zip(*records, strict=True))
+        else:
+            keys, sizes, modified, etags, classes = [], [], [], [], []
+        page.keys, page.sizes, page.last_modified, page.etags, page.storage_classes = (
+            keys,
+            sizes,
+            modified,
+            etags,
+            classes,
+        )
+        page.sizes_text = list(map(str, sizes))
+        page._records = records
+        return page
+
     def records(self) -> list[ObjectRecord]:
         if self._records is None:
             self._records = records_from_columns(
