@@ -198,6 +198,7 @@ class FaultProxy:
         self.in_flight = 0
         self.samples: list[tuple[float, int]] = []
         self._repeat_numbers = 0
+        self._owed_start_after = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -250,7 +251,8 @@ class FaultProxy:
         with self._lock:
             return {"requests": self.requests, "forwarded": self.forwarded, **self.faults}
 
-    def _choose(self, request: Request) -> str | None:
+    def _choose(self, request: Request) -> tuple[str | None, bool]:
+        """The fault for this request, if any, and whether the schedule forced it."""
         selected = self.select is None or self.select(request)
         with self._lock:
             self.requests += 1
@@ -258,10 +260,13 @@ class FaultProxy:
             roll = self._rng.random()
             kind = self._rng.choices(self._kinds, self._weights)[0] if self._kinds else None
             if self.requests in self._schedule:
-                return self._schedule[self.requests]
+                return self._schedule[self.requests], True
+            if self._owed_start_after and "start-after" in request.query:
+                self._owed_start_after -= 1
+                return "ignore_start_after", True
             if self.requests < self._from_request or not selected:
-                return None
-            return kind if roll < self.rate else None
+                return None, False
+            return (kind if roll < self.rate else None), False
 
     def _count(self, kind: str) -> None:
         with self._lock:
@@ -354,7 +359,7 @@ class FaultProxy:
                 self.signatures.add(signature.group(1))
         query = request.query
         token = query.get("continuation-token", "")
-        kind = self._choose(request)
+        kind, forced = self._choose(request)
         if token.startswith(_REPEAT_PREFIX):
             with self._lock:
                 self.repeat_replies += 1
@@ -385,6 +390,12 @@ class FaultProxy:
         elif kind == "ignore_start_after" and "start-after" in query and not token:
             self._count(kind)
             await _send(writer, await self._without_start_after(request))
+        elif kind == "ignore_start_after" and forced:
+            # Forced on a request without StartAfter (which requests carry one depends on how
+            # the client's tasks interleave): the next request that does gets it instead.
+            with self._lock:
+                self._owed_start_after += 1
+            await _send(writer, await self._forward(request))
         else:
             response = await self._forward(request)
             if kind in ("reset_mid_body", "truncated_xml", "malformed_xml", "invalid_utf8"):
