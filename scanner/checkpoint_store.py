@@ -22,7 +22,8 @@ from typing import IO, Final, Protocol
 import anyio
 
 from scanner.config import ConnectionConfig, S3Location, parse_s3_uri
-from scanner.errors import AccessError, ScanError, UsageError, redact
+from scanner.errors import ScanError, UsageError
+from scanner.storage.errors import ObjectCall, object_errors
 
 MANIFEST: Final = "manifest.json"
 PIECE_PREFIX: Final = "piece-"
@@ -245,8 +246,14 @@ class S3CheckpointStore:
     async def clear(self) -> None:
         from scanner.s3.objects import object_client
 
-        where = self.where
-        try:
+        needs = (
+            f"s3:DeleteObject on arn:aws:s3:::{self._bucket}/{self._prefix}* and s3:ListBucket on "
+            f"arn:aws:s3:::{self._bucket}"
+        )
+        call = ObjectCall(
+            "remove", "removing the checkpoint at", self.where, "checkpoint", "the checkpoint", needs
+        )
+        with object_errors(call):
             async with object_client(self._connection) as client:
                 await client.delete_object(Bucket=self._bucket, Key=self._prefix + MANIFEST)
                 paginator = client.get_paginator("list_objects_v2")
@@ -256,23 +263,6 @@ class S3CheckpointStore:
                         await client.delete_objects(
                             Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
                         )
-        except Exception as exc:
-            raise _clear_error(exc, where, self._bucket, self._prefix) from exc
-
-
-def _clear_error(exc: Exception, where: str, bucket: str, prefix: str) -> ScanError:
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-            return AccessError(
-                f"{code} removing the checkpoint at {where}: the credentials need s3:DeleteObject on "
-                f"arn:aws:s3:::{bucket}/{prefix}* and s3:ListBucket on arn:aws:s3:::{bucket}"
-            )
-    if isinstance(exc, ScanError):
-        return exc
-    return ScanError(f"cannot remove the checkpoint at {where}: {redact(str(exc))}")
 
 
 def _fsync_directory(directory: str) -> None:

@@ -22,15 +22,11 @@ from types import TracebackType
 from typing import Any, Final
 
 from scanner.config import ConnectionConfig, S3Location
-from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, redact
+from scanner.errors import ScanError, redact
 from scanner.s3.objects import object_client
+from scanner.storage.errors import ObjectCall, ObjectMissing, object_errors
 
 BLOCK_SIZE: Final = 1024 * 1024
-
-_MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
-_ACCESS_CODES: Final = frozenset(
-    {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
-)
 
 
 class S3Download:
@@ -109,37 +105,16 @@ class S3Download:
 
     async def _call(self, method: Any, **params: Any) -> Any:
         """The response, or ``None`` for a key that does not exist; S3 failures as ``ScanError``."""
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            EndpointConnectionError,
-            NoCredentialsError,
+        bucket, key = self.location.bucket, self.location.prefix
+        needs = (
+            f"s3:GetObject on arn:aws:s3:::{bucket}/{key}, and s3:ListBucket on arn:aws:s3:::{bucket} "
+            "(without it S3 answers 403, not 404, for a key that does not exist yet)"
         )
-
-        where = self.where
+        call = ObjectCall(
+            "read", "reading", self.where, "state", "the state", needs, missing_is_an_answer=True
+        )
         try:
-            return await method(**params)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = str(error.get("Code", "")) or f"HTTP {status}"
-            if code == "NoSuchBucket":
-                raise BucketNotFoundError(f"state bucket {self.location.bucket!r} does not exist") from exc
-            # Any other 404 is a missing key, whatever body a gateway in front of S3 sent with it.
-            if code in _MISSING_CODES or status == 404:
-                return None
-            if code in _ACCESS_CODES:
-                raise AccessError(
-                    f"{code} reading {where}: the credentials need s3:GetObject on "
-                    f"arn:aws:s3:::{self.location.bucket}/{self.location.prefix}, and s3:ListBucket on "
-                    f"arn:aws:s3:::{self.location.bucket} (without it S3 answers 403, not 404, for a key "
-                    "that does not exist yet)"
-                ) from exc
-            message = redact(str(error.get("Message", "")))
-            raise ScanError(f"{code} reading {where}" + (f": {message}" if message else "")) from exc
-        except NoCredentialsError as exc:
-            raise AccessError("no AWS credentials found to read the state") from exc
-        except EndpointConnectionError as exc:
-            raise EndpointError(f"cannot connect to read {where}") from exc
-        except BotoCoreError as exc:
-            raise ScanError(f"reading {where} failed: {redact(str(exc))}") from exc
+            with object_errors(call):
+                return await method(**params)
+        except ObjectMissing:
+            return None

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from scanner.config import ConnectionConfig, S3Location
-from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, redact
 from scanner.s3.objects import object_client
+from scanner.storage.errors import ObjectCall, object_errors
 
 PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum for all but the last part is 5 MiB
 
@@ -111,35 +111,10 @@ class S3UploadSink:
             await context.__aexit__(None, None, None)
 
     async def _call(self, method: Any, **params: Any) -> Any:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            EndpointConnectionError,
-            NoCredentialsError,
-        )
-
         where = f"s3://{self.location.bucket}/{self.location.prefix}"
-        try:
+        needs = f"s3:PutObject on arn:aws:s3:::{self.location.bucket}/{self.location.prefix}"
+        with object_errors(ObjectCall("write", "writing", where, "output", "the output", needs)):
             return await method(**params)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            if code == "NoSuchBucket":
-                raise BucketNotFoundError(f"output bucket {self.location.bucket!r} does not exist") from exc
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-                raise AccessError(
-                    f"{code} writing {where}: the credentials need s3:PutObject on "
-                    f"arn:aws:s3:::{self.location.bucket}/{self.location.prefix}"
-                ) from exc
-            raise ScanError(
-                f"{code or 'error'} writing {where}: {redact(str(error.get('Message', '')))}"
-            ) from exc
-        except NoCredentialsError as exc:
-            raise AccessError("no AWS credentials found to write the output") from exc
-        except EndpointConnectionError as exc:
-            raise EndpointError(f"cannot connect to write {where}") from exc
-        except BotoCoreError as exc:
-            raise ScanError(f"writing {where} failed: {redact(str(exc))}") from exc
 
 
 def _content_type(key: str) -> str:
