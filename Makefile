@@ -13,11 +13,17 @@ $(STAMP): requirements/dev.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# s3rver, one of the test servers, comes from npm; without npm its tests skip (CI requires them).
+NODE_STAMP := tests/servers/node/node_modules/.installed
+$(NODE_STAMP): tests/servers/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then bash .ci/install-servers && touch $@; \
+	else echo "make: npm not found: the s3rver tests will be skipped" >&2; fi
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # pytest exits 5 when it collected no test: a broken suite, never a pass.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
