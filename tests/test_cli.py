@@ -422,3 +422,37 @@ def test_expired_credentials(tmp_path: Path) -> None:
     for secret in ("expired-secret-value", "expired-session-token-value", "ASIAEXAMPLEEXAMPLE12"):
         assert secret not in result.stderr
     no_output_left(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        (["--server-profile", "nope"], {}, "unknown --server-profile 'nope' (one of: auto, aws,"),
+        ([], {"SCANNER_SERVER_PROFILE": "s3rver"}, "cannot list completely with --server-profile s3rver"),
+        (["--server-profile", "unordered", "--shard", "0/2"], {}, "--shard needs key ranges"),
+        (["--checkpoint", "CHECKPOINT"], {}, "--checkpoint saves key ranges"),
+    ],
+)
+def test_server_profile_mistakes_are_found_before_any_request(
+    options: list[str], env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    options = [str(tmp_path / "c") if o == "CHECKPOINT" else o for o in options]
+    bucket = "b--use1-az4--x-s3" if "--checkpoint" in options else "bucket"
+    # Nothing listens on port 9: an attempted request would fail differently (exit 5).
+    result = run_scanner(
+        [
+            "scan",
+            f"s3://{bucket}",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+            "-o",
+            str(tmp_path / "o"),
+            *options,
+        ],
+        {**os.environ, **env, "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"},
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"error: {result.stderr.removeprefix('error: ')}"
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
