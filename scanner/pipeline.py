@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from scanner.offload import offloading
 from scanner.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord, RecordColumns, total_size
 from scanner.s3.client import RequestStats, S3PageSource
-from scanner.walk import TreeWalk, WalkStats
+from scanner.walk import EmitFn, TreeWalk, WalkStats
 from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
 
 if TYPE_CHECKING:
@@ -310,35 +310,50 @@ async def _walk_into(
 ) -> None:
     """The tree walk into the output: through an external sort unless ``--unordered``."""
     handle = PageHandler(config, summary)
-    parallelism = config.connection.concurrency
-    if config.ordered:
-        # Nothing else holds output while the walk lists (no ordered segments), so the sort may
-        # hold what they would have.
-        sorter = ExternalSort(_SORT_BUDGET_SHARE * config.memory_budget, config.temp_dir)
 
-        async def hold(records: Sequence[ObjectRecord]) -> None:
-            sorter.add(handle.select(records))
-
+    def walk_with(emit: EmitFn) -> TreeWalk:
         walk = TreeWalk(
             source,
             config.location.prefix,
-            parallelism=parallelism,
-            emit=hold,
+            parallelism=config.connection.concurrency,
+            emit=emit,
             folder_prefixes_only=folder_only,
         )
         summary.walk = walk.stats
-        try:
-            await walk.run()
-            for page in sorter.pages():
-                chunk = handle.encode(RecordColumns.of(page))
-                if chunk:
-                    await output.write(chunk)
-        finally:
-            summary.spilled_bytes = sorter.spilled_bytes
-            sorter.close()
-        handle.finish()
-        return
+        return walk
 
+    if config.ordered:
+        await _walk_sorted(config, walk_with, handle, output, summary)
+    else:
+        await _walk_unordered(walk_with, handle, output)
+    handle.finish()
+
+
+WalkFactory = Callable[[EmitFn], TreeWalk]
+
+
+async def _walk_sorted(
+    config: ScanConfig, walk_with: WalkFactory, handle: PageHandler, output: _Output, summary: ScanSummary
+) -> None:
+    # Nothing else holds output while the walk lists (no ordered segments), so the sort may hold
+    # what they would have.
+    sorter = ExternalSort(_SORT_BUDGET_SHARE * config.memory_budget, config.temp_dir)
+
+    async def hold(records: Sequence[ObjectRecord]) -> None:
+        sorter.add(handle.select(records))
+
+    try:
+        await walk_with(hold).run()
+        for page in sorter.pages():
+            chunk = handle.encode(RecordColumns.of(page))
+            if chunk:
+                await output.write(chunk)
+    finally:
+        summary.spilled_bytes = sorter.spilled_bytes
+        sorter.close()
+
+
+async def _walk_unordered(walk_with: WalkFactory, handle: PageHandler, output: _Output) -> None:
     send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
 
     async def emit(records: Sequence[ObjectRecord]) -> None:
@@ -351,19 +366,10 @@ async def _walk_into(
             async for chunk in receive:
                 await output.write(chunk)
 
-    walk = TreeWalk(
-        source,
-        config.location.prefix,
-        parallelism=parallelism,
-        emit=emit,
-        folder_prefixes_only=folder_only,
-    )
-    summary.walk = walk.stats
     async with anyio.create_task_group() as group:
         group.start_soon(drain)
         async with send:
-            await walk.run()
-    handle.finish()
+            await walk_with(emit).run()
 
 
 async def _open_checkpoint(config: ScanConfig) -> Checkpoint | None:
