@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from scanner.config import ScanConfig
 from scanner.dialect import ServerProfile, check_profile
@@ -354,22 +356,14 @@ async def _walk_sorted(
 
 
 async def _walk_unordered(walk_with: WalkFactory, handle: PageHandler, output: _Output) -> None:
-    send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
+    async with _streamed(output) as send:
 
-    async def emit(records: Sequence[ObjectRecord]) -> None:
-        chunk = handle(records)
-        if chunk:
-            await send.send(chunk)
+        async def emit(records: Sequence[ObjectRecord]) -> None:
+            chunk = handle(records)
+            if chunk:
+                await send.send(chunk)
 
-    async def drain() -> None:
-        async with receive:
-            async for chunk in receive:
-                await output.write(chunk)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(drain)
-        async with send:
-            await walk_with(emit).run()
+        await walk_with(emit).run()
 
 
 async def _open_checkpoint(config: ScanConfig) -> Checkpoint | None:
@@ -488,26 +482,19 @@ async def _scan_into(
         handle.finish()
         return
 
-    send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
+    async with _streamed(output_to) as send:
 
-    async def emit_unordered(slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
-        chunk = handle(records)
-        if chunk:
-            await send.send(chunk)
+        async def emit_unordered(slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
+            chunk = handle(records)
+            if chunk:
+                await send.send(chunk)
 
-    async def drain() -> None:
-        async with receive:
-            async for chunk in receive:
-                await output_to.write(chunk)
+        async def deliver_unordered(file: IO[bytes], slot: object) -> None:
+            while block := file.read(_WORKER_BLOCK):
+                await send.send(block)
 
-    async def deliver_unordered(file: IO[bytes], slot: object) -> None:
-        while block := file.read(_WORKER_BLOCK):
-            await send.send(block)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(drain)
         # The workers' files go into the stream too: it closes after them.
-        async with send, offloading(config, deliver_unordered, limiter, summary.add_worker) as offloader:
+        async with offloading(config, deliver_unordered, limiter, summary.add_worker) as offloader:
             enumerator = Enumerator(
                 source,
                 root,
@@ -522,3 +509,19 @@ async def _scan_into(
             else:
                 await enumerator.run_ranges(ranges, object())
     handle.finish()
+
+
+@asynccontextmanager
+async def _streamed(output: _Output) -> AsyncIterator[MemoryObjectSendStream[bytes]]:
+    """A small bounded stream whose chunks one task writes to ``output`` as they come."""
+    send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
+
+    async def drain() -> None:
+        async with receive:
+            async for chunk in receive:
+                await output.write(chunk)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(drain)
+        async with send:
+            yield send
