@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from scanner import __version__
 from scanner.cli_selection import add_selection_arguments, selection_from_args
-from scanner.cli_shards import add_shard_commands, load_plan, run_shard_command, shard_from_args
+from scanner.cli_shards import add_shard_commands, run_shard_command, shard_from_args, shard_range_from_args
 from scanner.config import (
     DEFAULT_CONCURRENCY,
     ConnectionConfig,
@@ -37,9 +37,9 @@ from scanner.config import (
 from scanner.dialect import check_profile
 from scanner.errors import OutputClosed, ScanError, UsageError, redact
 from scanner.items import ItemsError
+from scanner.keyspace import KeyRange
 from scanner.pipeline import ScanSummary
 from scanner.processes import can_fork, scan_with_processes, usable_cpus
-from scanner.shards import shard_range
 
 ENV_PREFIX = "SCANNER_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -178,10 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--pushgateway", help="push run metrics to this Prometheus Pushgateway URL at the end")
     scan.add_argument(
         "--shard",
-        help="list only shard INDEX/COUNT of the key space (default from JOB_COMPLETION_INDEX and "
+        help="list only shard INDEX/COUNT of the --plan (default from JOB_COMPLETION_INDEX and "
         "SCANNER_SHARD_COUNT when both are set)",
     )
-    scan.add_argument("--plan", help="shard plan file written by 'scanner plan' (balanced shards)")
+    scan.add_argument(
+        "--plan", help="with --shard: the shard plan every shard shares (file or s3://BUCKET/KEY)"
+    )
+    _flag(
+        scan,
+        "--create-plan",
+        help="with an s3:// --plan: if there is none yet, make it and store it with a conditional put "
+        "(the first shard's wins; every shard uses the stored one)",
+    )
     scan.add_argument(
         "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"
     )
@@ -277,7 +285,6 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         check_checkpoint(args, output)
     elif args.checkpoint_interval:
         raise UsageError("--checkpoint-interval needs --checkpoint")
-    shard = shard_from_args(args)
     config = ScanConfig(
         location=location,
         connection=connection,
@@ -290,14 +297,17 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         grouping=selection.grouping,
         legacy_items=selection.legacy_items,
         max_tasks_per_file=selection.max_tasks_per_file,
-        shard_range=shard_range(load_plan(args.plan, location), location.prefix, shard) if shard else None,
+        # Which range is known once the plan is read (or made): after every check that takes no
+        # request. Until then the whole prefix stands for it.
+        shard_range=KeyRange(location.prefix) if shard_from_args(args) else None,
         state=args.state,
         changes_only=bool(args.changes_only),
         checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval or 30.0,
         server_profile=args.server_profile or "auto",
     )
-    return _fit_profile(config)
+    config = _fit_profile(config)
+    return replace(config, shard_range=shard_range_from_args(args, location, connection))
 
 
 def _fit_profile(config: ScanConfig) -> ScanConfig:

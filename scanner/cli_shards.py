@@ -6,6 +6,7 @@ Only the CLI imports this module.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -13,7 +14,8 @@ from typing import Any
 
 from scanner.config import ConnectionConfig, OutputFormat, S3Location, ScanConfig, parse_s3_uri
 from scanner.errors import UsageError
-from scanner.shards import Shard, ShardPlanFile, make_plan, merge_jsonl
+from scanner.keyspace import KeyRange
+from scanner.shards import PLAN_WAIT, Shard, ShardPlanFile, merge_shards, read_plan, shared_plan, write_plan
 
 
 def add_shard_commands(
@@ -25,29 +27,45 @@ def add_shard_commands(
         "plan",
         help="sample the key space and write a shard plan for sharded scans",
         description=(
-            "Sample s3://BUCKET[/PREFIX] (a few requests) and write a plan cutting it into COUNT "
-            "shards of similar size, for 'scanner scan --shard INDEX/COUNT --plan PLAN'."
+            "Sample s3://BUCKET[/PREFIX] and write a plan cutting it into COUNT shards of about "
+            "the same number of keys, for 'scanner scan --shard INDEX/COUNT --plan PLAN'. A "
+            "prefix that fits in the request budget is listed whole and the plan is exact."
         ),
     )
     plan.add_argument("uri", nargs="?", help="s3://BUCKET[/PREFIX]")
     plan.add_argument("--shards", type=positive_int, required=False, help="number of shards")
-    plan.add_argument("-o", "--output", help="plan file path (default: standard output)")
+    plan.add_argument(
+        "-o", "--output", help="plan file path or s3://BUCKET/KEY (never replaced; default: standard output)"
+    )
+    plan.add_argument(
+        "--requests",
+        type=positive_int,
+        help="most ListObjectsV2 requests to spend (default: 16 per shard, at least 1024)",
+    )
     add_connection_arguments(plan)
 
     merge = commands.add_parser(
         "merge",
         help="merge the JSON Lines outputs of shards into one ordered output",
         description=(
-            "Merge key-ordered JSON Lines files (the outputs of 'scanner scan --shard') into one "
-            "output in key order, as JSON Lines, CSV or an items list."
+            "Merge key-ordered JSON Lines shard outputs (files or s3://BUCKET/KEY objects, as "
+            "'scanner scan --shard' writes them) into one output in key order, as JSON Lines, "
+            "CSV or an items list, streamed: memory holds one block of each input."
         ),
     )
-    merge.add_argument("inputs", nargs="+", help="shard outputs (JSON Lines files)")
+    merge.add_argument(
+        "inputs", nargs="+", help="shard outputs, in shard order (JSON Lines files or s3:// objects)"
+    )
     merge.add_argument("-o", "--output", help="output path, s3://BUCKET/KEY, or - (default)")
     merge.add_argument(
         "-f", "--format", choices=("jsonl", "csv", "items"), help="output format (default jsonl)"
     )
-    merge.add_argument("--prefix", default="", help="items lists: the prefix the shards scanned")
+    merge.add_argument(
+        "--plan",
+        help="the plan the shards used (file or s3://): checks that the inputs are one output of each "
+        "of its shards, and gives the prefix for items lists",
+    )
+    merge.add_argument("--prefix", help="items lists: the prefix the shards scanned (default: the plan's)")
     merge.add_argument("--group", choices=("file", "series", "study"), help="items lists: grouping")
     merge.add_argument("--study-depth", type=positive_int, help="items lists: study folder depth")
     add_connection_arguments(merge)
@@ -69,41 +87,87 @@ def shard_from_args(args: argparse.Namespace) -> Shard | None:
     index, count = os.environ.get("JOB_COMPLETION_INDEX"), os.environ.get("SCANNER_SHARD_COUNT")
     if index is not None and count is not None:
         return Shard.parse(f"{index}/{count}")
-    if args.plan:
-        raise UsageError("--plan needs --shard INDEX/COUNT")
     return None
 
 
-def load_plan(path: str | None, location: S3Location) -> ShardPlanFile | None:
-    if path is None:
+def shard_range_from_args(
+    args: argparse.Namespace, location: S3Location, connection: ConnectionConfig
+) -> KeyRange | None:
+    """The range ``scan --shard`` lists: shard INDEX of the plan, which every shard shares."""
+    import anyio
+
+    shard = shard_from_args(args)
+    if shard is None:
+        if args.plan or args.create_plan:
+            raise UsageError("--plan needs --shard INDEX/COUNT")
         return None
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read shard plan {path!r}: {exc.strerror}") from None
-    plan = ShardPlanFile.from_json(data, location.prefix)
-    if plan.uri != str(location):
-        raise UsageError(f"the shard plan is for {plan.uri}, not {location}")
-    return plan
+    if not args.plan:
+        # Cut points a shard chose on its own would be its own: shards that each cut the key
+        # space where they see fit overlap or leave keys out, so there is no plan-less mode.
+        raise UsageError(
+            "--shard needs --plan: every shard must cut the key space at the same points. Make a plan "
+            "with 'scanner plan URI --shards COUNT -o PLAN', or give --plan s3://BUCKET/KEY "
+            "--create-plan to have the first shard make it"
+        )
+    if args.create_plan:
+        if not args.plan.startswith("s3://"):
+            raise UsageError("--create-plan needs an s3://BUCKET/KEY plan: the shards share it")
+        # The first shard makes the plan; the others give it time to before they make one.
+        wait = 0.0 if shard.index == 0 else PLAN_WAIT
+        plan, _ = anyio.run(
+            functools.partial(shared_plan, wait=wait),
+            args.plan,
+            location,
+            connection,
+            shard.count,
+            backend="asyncio",
+        )
+    else:
+        found = anyio.run(read_plan, args.plan, location, connection, backend="asyncio")
+        if found is None:
+            raise UsageError(f"there is no shard plan at {args.plan} (add --create-plan to make one there)")
+        plan = found
+    return plan.range_of(shard)
 
 
 def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[..., ConnectionConfig]) -> int:
+    connection = connection_from_args(args)
+    try:
+        if args.command == "plan":
+            return _plan(args, connection)
+        if args.command == "diff":
+            return _diff(args, connection)
+        return _merge(args, connection)
+    except KeyboardInterrupt:
+        # Outputs are committed only at the end (an aborted upload leaves nothing).
+        print("error: interrupted; no output was written", file=sys.stderr, flush=True)
+        return 130
+
+
+def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    connection = connection_from_args(args)
-    if args.command == "plan":
-        if not args.uri:
-            raise UsageError("no S3 URI given (scanner plan s3://BUCKET[/PREFIX] --shards N)")
-        if not args.shards:
-            raise UsageError("--shards COUNT is required")
-        location = parse_s3_uri(args.uri)
-        plan = anyio.run(make_plan, location, connection, args.shards, backend="asyncio")
-        _write_small(args.output, plan.to_json())
-        return 0
-    if args.command == "diff":
-        return _diff(args, connection)
-    return _merge(args, connection)
+    from scanner.shards import make_plan
+
+    if not args.uri:
+        raise UsageError("no S3 URI given (scanner plan s3://BUCKET[/PREFIX] --shards N)")
+    if not args.shards:
+        raise UsageError("--shards COUNT is required")
+    location = parse_s3_uri(args.uri)
+    if args.output not in (None, "-") and not args.output.startswith("s3://"):
+        directory = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(directory):
+            raise UsageError(f"output directory {directory!r} does not exist")
+    plan: ShardPlanFile = anyio.run(
+        make_plan, location, connection, args.shards, args.requests, backend="asyncio"
+    )
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(plan.to_json())
+        sys.stdout.flush()
+    else:
+        anyio.run(write_plan, args.output, plan, connection, backend="asyncio")
+    print(plan.describe(), file=sys.stderr, flush=True)
+    return 0
 
 
 def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
@@ -137,39 +201,30 @@ def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     return 0
 
 
-def _write_small(output: str | None, data: bytes) -> None:
-    if output in (None, "-"):
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    assert output is not None
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise UsageError(f"output directory {directory!r} does not exist")
-    temporary = f"{output}.partial"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, output)
-
-
 def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
+    from scanner.cli import check_output
     from scanner.items import GroupingSpec
     from scanner.writers import make_writer, page_encoder
 
+    output = args.output or "-"
+    check_output(output)
+    plan = None
+    if args.plan:
+        plan = anyio.run(read_plan, args.plan, None, connection, backend="asyncio")
+        if plan is None:
+            raise UsageError(f"there is no shard plan at {args.plan}")
+    location = parse_s3_uri(plan.uri) if plan is not None else S3Location("merge", "")
+    prefix = args.prefix if args.prefix is not None else location.prefix
     output_format: OutputFormat = args.format or "jsonl"
     grouping = None
     if output_format == "items":
-        grouping = GroupingSpec(
-            mode=args.group or "series",
-            study_depth=args.study_depth or 1,
-            prefix=args.prefix,
-        )
+        grouping = GroupingSpec(mode=args.group or "series", study_depth=args.study_depth or 1, prefix=prefix)
     config = ScanConfig(
-        location=S3Location("merge", args.prefix),
+        location=S3Location(location.bucket, prefix),
         connection=connection,
-        output=args.output or "-",
+        output=output,
         output_format=output_format,
         grouping=grouping,
     )
@@ -180,7 +235,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         await writer.open()
         try:
             page = []
-            for record in merge_jsonl(args.inputs):
+            async for record in merge_shards(args.inputs, connection, plan):
                 page.append(record)
                 if len(page) == 1000:
                     await writer.write(encode(page))

@@ -4,11 +4,12 @@ There is no cluster, no Docker engine and no AWS account here, so each file is c
 real tool that can judge it without one:
 
 - every manifest in ``deploy/k8s/``, as written and as ``kustomize build`` renders it, against the
-  OpenAPI schemas of Kubernetes ``KUBERNETES_VERSION`` shipped by ``kubernetes-validate``, in
-  strict mode (an unknown or misspelled field is an error);
+  OpenAPI schemas shipped by ``kubernetes-validate`` of every Kubernetes version from the oldest
+  the README promises (``OLDEST_KUBERNETES``) to the newest (``KUBERNETES_VERSION``), in strict
+  mode (an unknown or misspelled field is an error; a field one version requires is missing);
 - the properties the schemas cannot express (non-root, read-only root filesystem, resources,
-  Forbid, Indexed, the ``/tmp`` emptyDir, ``$(VAR)`` references that resolve, options the scanner
-  knows) by reading the YAML;
+  Forbid, Indexed, one shard plan for every pod, the ``/tmp`` emptyDir, ``$(VAR)`` references
+  that resolve, options the scanner knows) by reading the YAML;
 - the IAM policies in ``deploy/iam/``: exactly the intended actions and resources, and covering
   the bucket, prefix, outputs and state the manifests use;
 - the Dockerfile with hadolint.
@@ -41,6 +42,9 @@ IAM_DIR = REPO_ROOT / "deploy" / "iam"
 
 # The newest Kubernetes whose schemas kubernetes-validate ships (1.37.0 as of its 1.37.0 release).
 KUBERNETES_VERSION = "1.37.0"
+# The oldest the README promises ("The manifests need Kubernetes 1.29 or newer"): every manifest is
+# validated against each version from it to the newest.
+OLDEST_KUBERNETES = "1.29.0"
 NAMESPACE = "bucket-scanner"
 SERVICE_ACCOUNT = "bucket-scanner"
 IMAGE = "bucket-scanner:0.1.0"
@@ -210,11 +214,26 @@ def dockerfile_user() -> tuple[int, int]:
 # --- schema validation -------------------------------------------------------------------------
 
 
-def assert_valid(doc: Manifest, source: str) -> None:
+def minor(version: str) -> tuple[int, int]:
+    major, minor_, *_ = version.split(".")
+    return int(major), int(minor_)
+
+
+def supported_versions() -> list[str]:
+    """Every Kubernetes version from the README's oldest to the newest the validator ships."""
+    from kubernetes_validate.utils import all_versions
+
+    return sorted(
+        {v for v in all_versions() if minor(OLDEST_KUBERNETES) <= minor(v) <= minor(KUBERNETES_VERSION)},
+        key=minor,
+    )
+
+
+def assert_valid(doc: Manifest, source: str, version: str = KUBERNETES_VERSION) -> None:
     where = f"{source}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
     problem = None
     try:
-        validated = kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        validated = kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         path = ".".join(str(part) for part in exc.path)
         problem = f"{where} is invalid for Kubernetes {exc.version}: {path}: {exc.message}"
@@ -223,7 +242,7 @@ def assert_valid(doc: Manifest, source: str) -> None:
     # Failing outside the except block keeps the whole schema out of the report.
     if problem is not None:
         pytest.fail(problem)
-    assert validated == KUBERNETES_VERSION.rsplit(".", 1)[0]
+    assert validated == version.rsplit(".", 1)[0]
 
 
 def test_the_pinned_kubernetes_version_is_the_newest_the_validator_ships() -> None:
@@ -231,12 +250,23 @@ def test_the_pinned_kubernetes_version_is_the_newest_the_validator_ships() -> No
     assert newest == KUBERNETES_VERSION, f"kubernetes-validate ships {newest}: move KUBERNETES_VERSION to it"
 
 
+def test_every_version_the_readme_promises_is_validated() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    oldest = ".".join(OLDEST_KUBERNETES.split(".")[:2])
+    assert f"Kubernetes {oldest} or newer" in readme
+    versions = supported_versions()
+    assert [minor(v) for v in versions] == [
+        (1, m) for m in range(minor(OLDEST_KUBERNETES)[1], minor(KUBERNETES_VERSION)[1] + 1)
+    ]
+
+
+@pytest.mark.parametrize("version", supported_versions())
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda path: path.name)
-def test_manifest_file_is_valid(path: Path) -> None:
+def test_manifest_file_is_valid(path: Path, version: str) -> None:
     docs = load_documents(path.read_text())
     assert docs, f"{path.name} has no documents"
     for doc in docs:
-        assert_valid(doc, path.name)
+        assert_valid(doc, path.name, version)
 
 
 def test_the_validator_rejects_a_misspelled_field() -> None:
@@ -248,12 +278,14 @@ def test_the_validator_rejects_a_misspelled_field() -> None:
 
 
 def test_kustomize_build_is_valid(built_manifests: list[Manifest]) -> None:
-    for doc in built_manifests:
-        assert_valid(doc, "kustomize build")
+    for version in supported_versions():
+        for doc in built_manifests:
+            assert_valid(doc, "kustomize build", version)
     kinds = sorted((doc["kind"], doc["metadata"]["name"]) for doc in built_manifests)
     assert kinds == [
         ("ConfigMap", "bucket-scanner"),
         ("CronJob", "bucket-scanner"),
+        ("Job", "bucket-scanner-merge"),
         ("Job", "bucket-scanner-once"),
         ("Job", "bucket-scanner-sharded"),
         ("Namespace", NAMESPACE),
@@ -391,11 +423,14 @@ def test_jobs_stop_cleanly_and_fail_fast(manifests: list[Manifest]) -> None:
             {"containerName": CONTAINER, "operator": "In", "values": NON_RETRYABLE_EXIT_CODES}
         ], name
         ignored = [rule for rule in rules if rule["action"] == "Ignore"]
-        assert ignored == [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}], name
+        # status is required by the API of 1.29 to 1.34 (the validation above says so too).
+        disruption = [{"type": "DisruptionTarget", "status": "True"}]
+        assert ignored == [{"action": "Ignore", "onPodConditions": disruption}], name
         container = scanner_container(pod)
-        assert container["args"][0] == "scan", name
-        # --summary writes into the file the kubelet turns into the termination message.
-        assert arg_value(container, "--summary") == container["terminationMessagePath"], name
+        assert container["args"][0] in ("scan", "merge"), name
+        if container["args"][0] == "scan":
+            # --summary writes into the file the kubelet turns into the termination message.
+            assert arg_value(container, "--summary") == container["terminationMessagePath"], name
 
 
 def schedule_period_seconds(schedule: str) -> int:
@@ -451,6 +486,40 @@ def test_indexed_job_runs_one_shard_per_index(manifests: list[Manifest]) -> None
     assert job["backoffLimitPerIndex"] >= 1
 
 
+def test_every_shard_uses_the_one_plan_and_the_merge_reads_them_all(manifests: list[Manifest]) -> None:
+    """What makes the pods of the Indexed Job agree on where shards start and end.
+
+    - every pod gets the same --plan key: no per-pod variable in it, so all read one object;
+    - --create-plan makes the first pod that finds none store one with a conditional put, so
+      the key holds exactly one plan (tests/test_sharded_job.py runs the pods against RGW);
+    - there is no other way to shard: --shard without --plan is refused (exit 2);
+    - the merge reads the outputs of shards 0 to N-1, in order, with the same plan, so it
+      refuses outputs that do not fit it.
+    """
+    job = one(manifests, "Job", "bucket-scanner-sharded")["spec"]
+    shard = scanner_container(job["template"]["spec"])
+    count = int(env_value(shard, "SCANNER_SHARD_COUNT"))
+    plan = arg_value(shard, "--plan")
+    assert plan.startswith("s3://")
+    assert plan.endswith(".json")
+    assert not VARIABLE_REFERENCE.search(plan), f"{plan}: a per-pod plan key would give each pod its own plan"
+    assert "--create-plan" in shard["args"]
+    output = arg_value(shard, "--output")
+    assert VARIABLE_REFERENCE.findall(output) == ["JOB_COMPLETION_INDEX"]
+    assert plan != output
+    merge = scanner_container(one(manifests, "Job", "bucket-scanner-merge")["spec"]["template"]["spec"])
+    assert merge["args"][0] == "merge"
+    assert arg_value(merge, "--plan") == plan
+    inputs = [arg for arg in merge["args"][1:] if not arg.startswith("-")]
+    assert inputs == [output.replace("$(JOB_COMPLETION_INDEX)", str(index)) for index in range(count)]
+    assert arg_value(merge, "--format") == "items"
+    assert arg_value(merge, "--output") not in (plan, *inputs)
+    for name, _, pod in workloads(manifests):
+        args = scanner_container(pod)["args"]
+        if any(arg.split("=", 1)[0] == "--shard" for arg in args):
+            assert any(arg.split("=", 1)[0] == "--plan" for arg in args), f"{name}: shards without a plan"
+
+
 def test_variable_references_resolve(manifests: list[Manifest]) -> None:
     """Kubernetes leaves an unknown ``$(VAR)`` as it is: a silent bug, so every one must exist."""
     config = {doc["metadata"]["name"]: set(doc.get("data", {})) for doc in by_kind(manifests, "ConfigMap")}
@@ -471,13 +540,13 @@ def test_variable_references_resolve(manifests: list[Manifest]) -> None:
                     assert reference in declared | from_config, f"{name}: {arg}: $({reference}) is undefined"
 
 
-def scan_options() -> tuple[set[str], set[str]]:
-    """(option strings, SCANNER_* names) of ``scanner scan``."""
+def scan_options(command: str = "scan") -> tuple[set[str], set[str]]:
+    """(option strings, SCANNER_* names) of ``scanner COMMAND``."""
     # Imported here so that the rest of this module runs even while the scanner does not import.
     from scanner.cli import build_parser
 
     (subparsers,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    scan = subparsers.choices["scan"]
+    scan = subparsers.choices[command]
     actions = [action for action in scan._actions if action.dest != "help"]
     flags = {flag for action in actions for flag in action.option_strings}
     env = {"SCANNER_" + action.dest.upper() for action in actions} | ENVIRONMENT_ONLY
@@ -485,16 +554,17 @@ def scan_options() -> tuple[set[str], set[str]]:
 
 
 def test_manifests_use_only_options_the_scanner_has(manifests: list[Manifest]) -> None:
-    flags, env_names = scan_options()
+    _, env_names = scan_options()
     config = one(manifests, "ConfigMap", "bucket-scanner")["data"]
     for key, value in config.items():
         assert key in env_names, f"ConfigMap key {key} is no scanner option"
         assert isinstance(value, str)
     for name, _, pod in workloads(manifests):
         container = scanner_container(pod)
+        command_flags, _ = scan_options(container["args"][0])
         for arg in container["args"][1:]:
             if arg.startswith("-"):
-                assert arg.split("=", 1)[0] in flags, f"{name}: unknown option {arg}"
+                assert arg.split("=", 1)[0] in command_flags, f"{name}: unknown option {arg}"
         for entry in container.get("env", []):
             if entry["name"].startswith("SCANNER_"):
                 assert entry["name"] in env_names, f"{name}: {entry['name']} is no scanner option"
@@ -552,23 +622,34 @@ NO_CONDITION = "{}"
 OUTPUTS = BUCKET + "/bucket-scanner/output/*"
 STATE = BUCKET + "/bucket-scanner/state/*"
 CHECKPOINTS = BUCKET + "/bucket-scanner/checkpoints/*"
+SHARDS = BUCKET + "/bucket-scanner/shards/*"
 
 
 def test_iam_policies_grant_exactly_what_each_stage_needs() -> None:
     scan = {("s3:ListBucket", BUCKET, SCAN_PREFIX)}
     upload = {(action, OUTPUTS, NO_CONDITION) for action in ("s3:PutObject", "s3:AbortMultipartUpload")}
-    state_prefixes = ["archive/", "archive/*", "bucket-scanner/state/*", "bucket-scanner/checkpoints/*"]
+    state_prefixes = [
+        "archive/",
+        "archive/*",
+        "bucket-scanner/state/*",
+        "bucket-scanner/checkpoints/*",
+        "bucket-scanner/shards/*",
+    ]
     state_list = json.dumps({"StringLike": {"s3:prefix": state_prefixes}}, sort_keys=True)
     state = {
         (action, resource, NO_CONDITION)
         for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
         for resource in (STATE, CHECKPOINTS)
     }
+    shards = {
+        (action, SHARDS, NO_CONDITION)
+        for action in ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")
+    }
     assert grants(load_policy("scan-policy.json")) == scan
     assert grants(load_policy("scan-and-upload-policy.json")) == scan | upload
     assert (
         grants(load_policy("state-and-checkpoint-policy.json"))
-        == {("s3:ListBucket", BUCKET, state_list)} | upload | state
+        == {("s3:ListBucket", BUCKET, state_list)} | upload | state | shards
     )
 
 
@@ -604,9 +685,23 @@ def test_iam_policies_cover_what_the_manifests_use() -> None:
         container = scanner_container(pod)
         output_bucket, output_key = s3_uri(arg_value(container, "--output"))
         assert not output_key.startswith(prefix), f"{name}: the scan would list its own output"
-        for policy_name in ("scan-and-upload-policy.json", "state-and-checkpoint-policy.json"):
+        # The sharded scan and its merge read back what they write (the plan, the shards):
+        # they need the full policy, the others either.
+        shared = "--plan" in {arg.split("=", 1)[0] for arg in container["args"]}
+        policies = ["state-and-checkpoint-policy.json"] + ([] if shared else ["scan-and-upload-policy.json"])
+        for policy_name in policies:
             policy = load_policy(policy_name)
             assert allowed(policy, "s3:PutObject", f"{output_bucket}/{output_key}"), (name, policy_name)
+        if shared:
+            plan_bucket, plan_key = s3_uri(arg_value(container, "--plan"))
+            assert not plan_key.startswith(prefix), name
+            for action in ("s3:GetObject", "s3:PutObject"):
+                assert allowed(full, action, f"{plan_bucket}/{plan_key}"), (name, action)
+            # Without s3:ListBucket there, S3 answers 403 instead of 404 for a plan not made yet.
+            assert allowed(full, "s3:ListBucket", plan_bucket, plan_key)
+        for source in (arg for arg in container["args"][1:] if arg.startswith("s3://")):
+            source_bucket, source_key = s3_uri(source)
+            assert allowed(full, "s3:GetObject", f"{source_bucket}/{source_key}"), (name, source)
         if any(arg.split("=", 1)[0] == "--state" for arg in container["args"]):
             state_bucket, state_key = s3_uri(arg_value(container, "--state"))
             assert not state_key.startswith(prefix), name

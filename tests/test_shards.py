@@ -1,19 +1,23 @@
-"""Sharded scans: plans, shards that tile the key space, and merging their outputs."""
+"""Sharded scans: plans, shards that tile the key space, one plan shared through S3, and merging
+the shards' outputs from files or S3 into files or S3."""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scanner.config import ConnectionConfig
 from scanner.errors import UsageError
 from scanner.keyspace import KeyRange
-from scanner.shards import Shard, ShardPlanFile, _tile, blind_ranges
+from scanner.shards import Shard, ShardPlanFile, merge_shards, tile
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
 from tests.keysets import ODD_KEYS, flat_keys, nested_keys, utf8_sorted
 
@@ -30,22 +34,23 @@ def test_shard_spec() -> None:
     assert Shard.parse("2/8") == Shard(2, 8)
 
 
-@given(st.sets(any_keys, max_size=50), st.integers(1, 12), st.sampled_from(["", "p/", "s"]))
-def test_blind_ranges_tile_the_prefix(keys: set[str], count: int, prefix: str) -> None:
-    ranges = blind_ranges(prefix, count)
-    assert len(ranges) == count or count < 2
+@given(
+    st.sets(any_keys, max_size=50),
+    st.sets(any_keys, max_size=10),
+    st.integers(1, 12),
+    st.sampled_from(["", "p/", "s"]),
+)
+def test_a_plan_tiles_the_prefix_and_survives_its_file(
+    keys: set[str], points: set[str], count: int, prefix: str
+) -> None:
+    cuts = sorted(prefix + point for point in points)
+    ranges = tile(prefix, cuts, count)
+    assert len(ranges) == count
     for key in (prefix + k for k in keys):
         assert sum(r.contains(key) for r in ranges) == 1
-
-
-@given(st.sets(any_keys, max_size=50), st.lists(any_keys, max_size=10), st.integers(1, 12))
-def test_planned_ranges_tile_and_have_the_count(keys: set[str], points: list[str], count: int) -> None:
-    ranges = _tile("", sorted(points), count)
-    assert len(ranges) == count
-    for key in keys:
-        assert sum(r.contains(key) for r in ranges) == 1
-    plan = ShardPlanFile("s3://b/", ranges)
-    assert ShardPlanFile.from_json(plan.to_json(), "").ranges == ranges
+    plan = ShardPlanFile(f"s3://bucket/{prefix}", ranges, 12, False, [1] * count)
+    assert ShardPlanFile.from_json(plan.to_json(), prefix) == plan
+    assert ShardPlanFile.from_json(plan.to_json()) == plan  # the prefix from the plan's own URI
 
 
 def test_damaged_plan_is_rejected() -> None:
@@ -54,83 +59,248 @@ def test_damaged_plan_is_rejected() -> None:
         ShardPlanFile.from_json(bad, "")
     with pytest.raises(UsageError, match="not a bucket-scanner plan"):
         ShardPlanFile.from_json(b'{"hello": 1}', "")
+    backwards = [KeyRange("", None, "m"), KeyRange("", "m", "c"), KeyRange("", "c", None)]
+    with pytest.raises(UsageError, match="not in key order"):
+        ShardPlanFile.from_json(ShardPlanFile("s3://b/", backwards).to_json(), "")
+
+
+def record_line(key: str) -> bytes:
+    fields = {"key": key, "size": 1, "last_modified": "2026-11-28T01:28:50.000Z", "etag": "e"}
+    return orjson.dumps({**fields, "storage_class": "STANDARD"}) + b"\n"
+
+
+def test_merge_reads_lines_across_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs are read a block at a time; a line cut by a block boundary is joined again."""
+    import scanner.shards
+
+    monkeypatch.setattr(scanner.shards, "_MERGE_BLOCK", 7)
+    keys = [[f"a{n:03d}" for n in range(0, 60, 2)], [f"a{n:03d}" for n in range(1, 60, 2)]]
+    paths = []
+    for index, shard in enumerate(keys):
+        path = tmp_path / f"shard-{index}.jsonl"
+        path.write_bytes(b"".join(record_line(key) for key in shard))
+        paths.append(str(path))
+
+    async def merged() -> list[str]:
+        return [record.key async for record in merge_shards(paths, ConnectionConfig())]
+
+    assert anyio.run(merged) == sorted(keys[0] + keys[1])
+
+
+def shard_processes(args: list[list[str]], env: dict[str, str]) -> None:
+    """The shards at once against one bucket, as an Indexed Job's pods run."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "scanner", *arguments],
+            env={**env, "PYTHONPATH": str(REPO_ROOT)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for arguments in args
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+
+
+def line_count(data: bytes) -> int:
+    return len(data.splitlines())
 
 
 @pytest.mark.parametrize("layout", ["nested", "flat"])
-@pytest.mark.parametrize("planned", [True, False])
-def test_shards_merge_to_a_single_scan(s3: S3Target, tmp_path: Path, layout: str, planned: bool) -> None:
+def test_shards_of_a_plan_file_merge_to_a_single_scan(s3: S3Target, tmp_path: Path, layout: str) -> None:
     keys = nested_keys() if layout == "nested" else flat_keys()
     bucket = s3.shared_bucket(layout, keys)
     uri = f"s3://{bucket}"
     count = 4
-    plan_args: list[str] = []
-    if planned:
-        plan = tmp_path / "plan.json"
-        result = run_scanner(["plan", uri, "--shards", str(count), "-o", str(plan)], s3.env())
-        assert result.returncode == 0, result.stderr
-        plan_args = ["--plan", str(plan)]
-    # N shard processes at once against one bucket, as an Indexed Job's pods would run.
-    shards = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "scan",
-                uri,
-                "--shard",
-                f"{i}/{count}",
-                *plan_args,
-                "-o",
-                str(tmp_path / f"shard-{i}.jsonl"),
-            ],
-            env={**s3.env(), "PYTHONPATH": str(REPO_ROOT)},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(count)
-    ]
-    for process in shards:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr
+    plan = tmp_path / "plan.json"
+    result = run_scanner(["plan", uri, "--shards", str(count), "-o", str(plan)], s3.env())
+    assert result.returncode == 0, result.stderr
+    # The plan says what it cost and what it expects.
+    assert "requests" in result.stderr
+    assert "every key listed" in result.stderr
+    document = json.loads(plan.read_text())
+    assert document["exact"] is True
+    assert sum(shard["estimated_keys"] for shard in document["shards"]) == len(keys)
     outputs = [str(tmp_path / f"shard-{i}.jsonl") for i in range(count)]
+    shard_processes(
+        [
+            ["scan", uri, "--shard", f"{i}/{count}", "--plan", str(plan), "-o", outputs[i]]
+            for i in range(count)
+        ],
+        s3.env(),
+    )
     merged = tmp_path / "merged.jsonl"
-    result = run_scanner(["merge", *outputs, "-o", str(merged)], s3.env())
+    result = run_scanner(["merge", *outputs, "--plan", str(plan), "-o", str(merged)], s3.env())
     assert result.returncode == 0, result.stderr
     single = tmp_path / "single.jsonl"
     result = run_scanner(["scan", uri, "-o", str(single)], s3.env())
     assert result.returncode == 0, result.stderr
     assert merged.read_bytes() == single.read_bytes()
-    if planned:
-        sizes = [len(Path(path).read_bytes().splitlines()) for path in outputs]
-        assert max(sizes) < 2 * len(keys) / count, sizes  # balanced, not by first letter
+    sizes = [line_count(Path(path).read_bytes()) for path in outputs]
+    assert max(sizes) <= 1.25 * len(keys) / count, sizes
+
+
+def test_shards_share_the_one_plan_the_first_stores_and_merge_from_s3_to_s3(s3: S3Target) -> None:
+    """Four shards race to plan at one key: one conditional put wins, and all use that plan.
+    Their outputs, merged from S3 to S3, are the single scan's in every format."""
+    keys = nested_keys()
+    bucket = s3.shared_bucket("nested", keys)
+    out = s3.new_bucket()
+    uri = f"s3://{bucket}"
+    plan = f"s3://{out}/shards/plan.json"
+    count = 4
+    outputs = [f"s3://{out}/shards/shard-{i}.jsonl" for i in range(count)]
+    shard_processes(
+        [
+            ["scan", uri, "--shard", f"{i}/{count}", "--plan", plan, "--create-plan", "-o", outputs[i]]
+            for i in range(count)
+        ],
+        s3.env(),
+    )
+    client = s3.client()
+    listed = client.list_objects_v2(Bucket=out, Prefix="shards/")["Contents"]
+    assert sorted(entry["Key"] for entry in listed) == ["shards/plan.json"] + [
+        f"shards/shard-{i}.jsonl" for i in range(count)
+    ]
+    stored = ShardPlanFile.from_json(client.get_object(Bucket=out, Key="shards/plan.json")["Body"].read())
+    sizes = [
+        line_count(client.get_object(Bucket=out, Key=f"shards/shard-{i}.jsonl")["Body"].read())
+        for i in range(count)
+    ]
+    assert sum(sizes) == len(keys)
+    assert max(sizes) <= 1.25 * len(keys) / count, sizes
+    assert stored.estimated_keys == sizes  # an exact plan: its estimates are the counts
+    for output_format, extra in (("jsonl", []), ("csv", []), ("items", ["--group", "series"])):
+        merged = f"s3://{out}/merged.{output_format}"
+        single = f"s3://{out}/single.{output_format}"
+        result = run_scanner(
+            ["merge", *outputs, "--plan", plan, "-f", output_format, *extra, "-o", merged], s3.env()
+        )
+        assert result.returncode == 0, result.stderr
+        result = run_scanner(["scan", uri, "-f", output_format, *extra, "-o", single], s3.env())
+        assert result.returncode == 0, result.stderr
+        merged_body = client.get_object(Bucket=out, Key=f"merged.{output_format}")["Body"].read()
+        single_body = client.get_object(Bucket=out, Key=f"single.{output_format}")["Body"].read()
+        assert merged_body == single_body, output_format
+
+
+def test_a_stored_plan_is_what_every_later_shard_uses(moto_target: S3Target, tmp_path: Path) -> None:
+    """A plan at the key wins over the one a shard would make: even one made for the same
+    bucket by hand is used as it is, and one for another shard count stops the shard."""
+    bucket = moto_target.new_bucket([f"k{n:04d}" for n in range(3000)])
+    out = moto_target.new_bucket()
+    uri = f"s3://{bucket}"
+    plan = f"s3://{out}/plan.json"
+    result = run_scanner(["plan", uri, "--shards", "3", "-o", plan], moto_target.env())
+    assert result.returncode == 0, result.stderr
+    # Replacing it would change the cuts under the feet of shards that use it.
+    result = run_scanner(["plan", uri, "--shards", "3", "-o", plan], moto_target.env())
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert "exists already" in result.stderr
+    outputs = [str(tmp_path / f"shard-{i}.jsonl") for i in range(3)]
+    for index in range(3):
+        args = ["scan", uri, "--shard", f"{index}/3", "--plan", plan, "--create-plan", "-o", outputs[index]]
+        result = run_scanner(args, moto_target.env())
+        assert result.returncode == 0, result.stderr
+    assert [line_count(Path(path).read_bytes()) for path in outputs] == [1000, 1000, 1000]
+    result = run_scanner(["scan", uri, "--shard", "0/4", "--plan", plan, "--create-plan"], moto_target.env())
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: the shard plan {plan} has 3 shards, not 4"
+    result = run_scanner(["scan", f"{uri}/k1", "--shard", "0/3", "--plan", plan], moto_target.env())
+    assert result.returncode == 2
+    assert "is for s3://" in result.stderr
+
+
+def test_shards_need_a_plan(moto_target: S3Target) -> None:
+    """Shards that each cut the key space themselves would not agree: there is no such mode."""
+    env = moto_target.env()
+    for args, extra in (
+        (["scan", "s3://bucket", "--shard", "0/4"], {}),
+        (["scan", "s3://bucket"], {"JOB_COMPLETION_INDEX": "0", "SCANNER_SHARD_COUNT": "4"}),
+    ):
+        result = run_scanner(args, {**env, **extra})
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: --shard needs --plan")
+        assert len(result.stderr.splitlines()) == 1
+    result = run_scanner(["scan", "s3://bucket", "--shard", "0/4", "--plan", "/nonexistent/plan.json"], env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: there is no shard plan at /nonexistent/plan.json")
+    result = run_scanner(
+        ["scan", "s3://bucket", "--shard", "0/4", "--plan", "plan.json", "--create-plan"], env
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --create-plan needs an s3://")
 
 
 def test_shard_from_the_job_completion_index(moto_target: S3Target, tmp_path: Path) -> None:
     bucket = moto_target.new_bucket(ODD_KEYS)
+    plan = tmp_path / "plan.json"
+    result = run_scanner(["plan", f"s3://{bucket}", "--shards", "3", "-o", str(plan)], moto_target.env())
+    assert result.returncode == 0, result.stderr
     outputs = []
     for index in range(3):
         out = tmp_path / f"shard-{index}.jsonl"
         env = {**moto_target.env(), "JOB_COMPLETION_INDEX": str(index), "SCANNER_SHARD_COUNT": "3"}
-        result = run_scanner(["scan", f"s3://{bucket}", "-o", str(out)], env)
+        result = run_scanner(["scan", f"s3://{bucket}", "--plan", str(plan), "-o", str(out)], env)
         assert result.returncode == 0, result.stderr
         outputs.append(str(out))
     merged = tmp_path / "merged.jsonl"
     result = run_scanner(["merge", *outputs, "-o", str(merged)], moto_target.env())
     assert result.returncode == 0, result.stderr
-    import json
-
     assert [json.loads(line)["key"] for line in merged.read_text().splitlines()] == utf8_sorted(ODD_KEYS)
 
 
-def test_merge_rejects_overlapping_shards(tmp_path: Path) -> None:
-    line = (
-        b'{"key":"a","size":1,"last_modified":"2026-11-28T01:28:50.000Z","etag":"e",'
-        b'"storage_class":"STANDARD"}\n'
+def test_merge_refuses_shards_that_do_not_fit(moto_target: S3Target, tmp_path: Path) -> None:
+    bucket = moto_target.new_bucket([f"k{n:04d}" for n in range(2000)])
+    out = moto_target.new_bucket()
+    plan = tmp_path / "plan.json"
+    env = moto_target.env()
+    assert run_scanner(["plan", f"s3://{bucket}", "--shards", "2", "-o", str(plan)], env).returncode == 0
+    outputs = [f"s3://{out}/shard-{i}.jsonl" for i in range(2)]
+    for index in range(2):
+        args = ["scan", f"s3://{bucket}", "--shard", f"{index}/2", "--plan", str(plan), "-o", outputs[index]]
+        assert run_scanner(args, env).returncode == 0
+    single = f"s3://{out}/single.jsonl"
+    assert run_scanner(["scan", f"s3://{bucket}", "-o", single], env).returncode == 0
+    cases = [
+        (
+            [outputs[0], outputs[0]],
+            1,
+            f"error: {outputs[0]} and {outputs[0]} both hold keys of shard 0 of the plan",
+        ),
+        ([single, outputs[1]], 1, f"error: {single} holds keys of shards 0 and 1 of the plan"),
+        (outputs[:1], 2, "error: the shard plan has 2 shards, but 1 inputs were given"),
+        (
+            [outputs[0], f"s3://{out}/missing.jsonl"],
+            2,
+            f"error: cannot read 's3://{out}/missing.jsonl': no such object",
+        ),
+    ]
+    for inputs, code, message in cases:
+        result = run_scanner(["merge", *inputs, "--plan", str(plan), "-o", str(tmp_path / "m.jsonl")], env)
+        assert result.returncode == code, result.stderr
+        assert result.stderr.strip() == message
+        assert not (tmp_path / "m.jsonl").exists()
+    # In any order: a shell glob puts shard-10 before shard-2.
+    result = run_scanner(
+        ["merge", outputs[1], outputs[0], "--plan", str(plan), "-o", str(tmp_path / "m.jsonl")], env
     )
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "m.jsonl").read_bytes().splitlines()) == 2000
+    result = run_scanner(["merge", *outputs, "--plan", f"s3://{out}/no-plan.json"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: there is no shard plan at s3://{out}/no-plan.json"
+
+
+def test_merge_rejects_overlapping_shards(tmp_path: Path) -> None:
+    line = record_line("a")
     (tmp_path / "a.jsonl").write_bytes(line)
     (tmp_path / "b.jsonl").write_bytes(line)
-    result = run_scanner(["merge", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], dict(os.environ))
+    result = run_scanner(
+        ["merge", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], {"PATH": "/usr/bin"}
+    )
     assert result.returncode == 1
     assert "overlap" in result.stderr
 
@@ -139,3 +309,53 @@ def test_invalid_shard_option(moto_target: S3Target) -> None:
     result = run_scanner(["scan", "s3://bucket", "--shard", "5/4"], moto_target.env())
     assert result.returncode == 2
     assert result.stderr.startswith("error: --shard")
+
+
+def test_shards_racing_to_plan_end_up_with_one_plan(s3: S3Target) -> None:
+    """No shard waits here: all make a plan and try to store it at once. One conditional put
+    wins, and every shard, the winner too, returns the plan stored at the key."""
+    from scanner.config import parse_s3_uri
+    from scanner.shards import shared_plan
+
+    bucket = s3.shared_bucket("flat", flat_keys())
+    out = s3.new_bucket()
+    location = parse_s3_uri(f"s3://{bucket}")
+    connection = ConnectionConfig(endpoint_url=s3.endpoint_url, addressing_style="path")
+    path = f"s3://{out}/plan.json"
+    results: list[tuple[ShardPlanFile, bool]] = []
+
+    async def race() -> None:
+        async def one() -> None:
+            results.append(await shared_plan(path, location, connection, 4, 64))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(one)
+
+    with pytest.MonkeyPatch.context() as patch:
+        s3.use_in(patch)
+        anyio.run(race)
+    assert sum(created for _, created in results) == 1
+    stored = s3.client().get_object(Bucket=out, Key="plan.json")["Body"].read()
+    assert all(plan.to_json() == stored for plan, _ in results)
+
+
+def test_a_server_that_ignores_the_condition_is_refused(
+    moto_target: S3Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a second conditional put of the key succeeds too, pods could each have stored and used
+    a plan of their own: the shard stops (exit code 2) rather than list with one."""
+    import scanner.s3.upload
+    from scanner.config import parse_s3_uri
+    from scanner.shards import shared_plan
+
+    async def always_created(location: object, connection: object, data: bytes) -> bool:
+        return True
+
+    monkeypatch.setattr(scanner.s3.upload, "put_new_object", always_created)
+    moto_target.use_in(monkeypatch)
+    bucket = moto_target.new_bucket([f"k{n:04d}" for n in range(1500)])
+    out = moto_target.new_bucket()
+    connection = ConnectionConfig(endpoint_url=moto_target.endpoint_url, addressing_style="path")
+    with pytest.raises(UsageError, match="ignored If-None-Match"):
+        anyio.run(shared_plan, f"s3://{out}/plan.json", parse_s3_uri(f"s3://{bucket}"), connection, 2)

@@ -1,9 +1,10 @@
 """Input from an S3 object, streamed: one GET whose body is read in blocks, never whole.
 
-The scan's state snapshot is the one object the scanner reads back (``--state s3://...``). It can
-be hundreds of megabytes for a large bucket, so the body is handed on block by block and memory
-stays at one block. A key that does not exist is not an error here: ``open`` returns ``False``
-and the caller decides what absence means (for the state, "first run").
+The objects the scanner reads back (a ``--state`` snapshot, a checkpoint, the outputs of shards
+that ``scanner merge`` combines) can be hundreds of megabytes for a large bucket, so the body is
+handed on block by block and memory stays at one block. A key that does not exist is not an
+error here: ``open`` returns ``False`` and the caller decides what absence means (for the state,
+"first run").
 
 S3 answers a GET of a missing key with 404 ``NoSuchKey`` only when the caller may list the bucket;
 without ``s3:ListBucket`` it answers 403 ``AccessDenied`` so as not to reveal which keys exist.
@@ -37,9 +38,18 @@ class S3Download:
     """
 
     def __init__(
-        self, location: S3Location, connection: ConnectionConfig, block_size: int = BLOCK_SIZE
+        self,
+        location: S3Location,
+        connection: ConnectionConfig,
+        block_size: int = BLOCK_SIZE,
+        *,
+        role: str = "state",
+        what: str = "the state",
     ) -> None:
         self.location = location
+        # Whose object it is, for error messages ("state", "input", "plan").
+        self._role = role
+        self._what = what
         self.exists = False
         self._connection = connection
         self._block_size = block_size
@@ -111,10 +121,18 @@ class S3Download:
             "(without it S3 answers 403, not 404, for a key that does not exist yet)"
         )
         call = ObjectCall(
-            "read", "reading", self.where, "state", "the state", needs, missing_is_an_answer=True
+            "read", "reading", self.where, self._role, self._what, needs, missing_is_an_answer=True
         )
         try:
             with object_errors(call):
                 return await method(**params)
         except ObjectMissing:
             return None
+
+
+async def read_small_object(location: S3Location, connection: ConnectionConfig) -> bytes | None:
+    """The whole body of a small object (a shard plan), or None when the key does not exist."""
+    async with S3Download(location, connection, role="plan", what="the shard plan") as download:
+        if not download.exists:
+            return None
+        return b"".join([block async for block in download.blocks()])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from scanner.config import ConnectionConfig, S3Location
+from scanner.errors import ScanError
 from scanner.s3.objects import object_client
 from scanner.storage.errors import ObjectCall, object_errors
 
@@ -125,3 +126,36 @@ def _content_type(key: str) -> str:
     if key.endswith(".csv"):
         return "text/csv"
     return "application/octet-stream"
+
+
+async def put_new_object(location: S3Location, connection: ConnectionConfig, data: bytes) -> bool:
+    """Create the object with ``data`` unless the key exists (``If-None-Match: *``).
+
+    True when this call created it; False when the key already existed, or another writer's
+    conditional put of it was in progress (S3's 409 ``ConditionalRequestConflict``): either way
+    the object at the key is someone else's, and the caller reads it.
+    """
+    from botocore.exceptions import ClientError
+
+    sink = S3UploadSink(location, connection)
+    await sink.open()
+    try:
+        await sink._call(
+            sink._client.put_object,
+            Bucket=location.bucket,
+            Key=location.prefix,
+            Body=data,
+            ContentType=_content_type(location.prefix),
+            IfNoneMatch="*",
+        )
+    except ScanError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ClientError):
+            code = str(cause.response.get("Error", {}).get("Code", ""))
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+        raise
+    finally:
+        await sink._close()
+    return True

@@ -1,0 +1,128 @@
+"""How balanced ``scanner plan``'s shards are, and what planning costs, on the benchmark layouts.
+
+Plans are made against an in-memory ListObjectsV2 (``tests.memory_source``) that counts requests,
+so layouts of millions of keys cost seconds, not a seeded server. Each plan is then checked by
+counting the keys of every shard: the figure reported is the largest shard over the mean
+(1.00 is perfect; the target is at most 1.25).
+
+    python -m benchmarks.plan_balance --keys 100000 --keys 1000000 --shards 4 --shards 16 --shards 64
+    python -m benchmarks.plan_balance --keys 1000000 --requests-per-shard 16   # sampled, not listed
+
+By default a plan may spend ``scanner.shards.plan_budget`` requests (16 a shard, at least
+1,024), which lists a bucket of up to about a million keys whole: its plan is exact.
+``--requests-per-shard`` drops the floor, so that planning a million keys has to estimate, as
+planning a billion does with the default.
+
+Besides the layouts of ``benchmarks.layouts``, each is also run under one top-level folder
+(``archive/...``, where every key shares a long prefix), and two more layouts model what real
+archives hold: ``clustered`` (a few folders with most of the keys, at random places among many
+tiny ones) and ``dated`` (``YYYY/MM/DD/`` folders growing over the years).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import random
+import sys
+import time
+from collections.abc import Callable
+
+import anyio
+
+from benchmarks.layouts import LAYOUTS
+from scanner.planning import Sampler, cut_points
+from scanner.shards import plan_budget
+from tests.memory_source import MemoryBucket
+
+
+def clustered(count: int) -> list[str]:
+    """Four folders with 20% of the keys each, at random places among folders of 10 keys."""
+    rng = random.Random(count)
+    tiny = count // 5 // 10
+    huge = set(rng.sample(range(tiny + 4), 4))
+    keys: list[str] = []
+    per_huge = (count - tiny * 10) // 4
+    for folder in range(tiny + 4):
+        size = per_huge if folder in huge else 10
+        keys += [f"{folder:07d}/{instance:08d}.dcm" for instance in range(size)]
+    return keys[:count]
+
+
+def dated(count: int) -> list[str]:
+    """Daily folders over ten years, each year holding twice as many keys as the one before."""
+    days = [
+        (year, month, day) for year in range(2015, 2025) for month in range(1, 13) for day in range(1, 29)
+    ]
+    weights = [2.0 ** (year - 2015) for year, _, _ in days]
+    scale = count / sum(weights)
+    keys: list[str] = []
+    for (year, month, day), weight in zip(days, weights, strict=True):
+        keys += [f"{year}/{month:02d}/{day:02d}/{n:06d}.jpg" for n in range(max(1, round(weight * scale)))]
+    return keys[:count]
+
+
+EXTRA: dict[str, Callable[[int], list[str]]] = {"clustered": clustered, "dated": dated}
+
+
+def layout_keys(name: str, count: int) -> list[str]:
+    if name.startswith("archive/"):
+        return ["archive/" + key for key in layout_keys(name.removeprefix("archive/"), count)]
+    make = EXTRA.get(name) or LAYOUTS[name]
+    return make(count)
+
+
+def measure(keys: list[str], shards: int, budget: int | None = None, parallel: int = 16) -> dict[str, float]:
+    bucket = MemoryBucket(keys)
+
+    async def plan() -> tuple[Sampler, list[str]]:
+        sampler = Sampler(bucket, "", budget=budget or plan_budget(shards), parallel=parallel)
+        sample = await sampler.run()
+        return sampler, cut_points(sample, shards)[0]
+
+    started = time.perf_counter()
+    sampler, cuts = anyio.run(plan)
+    seconds = time.perf_counter() - started
+    bounds = [0, *(bisect.bisect_right(bucket.keys, cut) for cut in cuts), len(bucket.keys)]
+    sizes = [high - low for low, high in itertools.pairwise(bounds)]
+    sizes += [0] * (shards - len(sizes))
+    return {
+        "ratio": max(sizes) / (len(bucket.keys) / shards),
+        "requests": sampler.requests,
+        "rounds": sampler.rounds,
+        "seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, action="append", help="bucket sizes (default 100000)")
+    parser.add_argument("--shards", type=int, action="append", help="shard counts (default 4, 16, 64)")
+    parser.add_argument("--layout", action="append", help="layouts (default: all, and each under archive/)")
+    parser.add_argument(
+        "--requests-per-shard", type=int, help="budget of requests per shard, without the default's floor"
+    )
+    args = parser.parse_args(argv)
+    names = args.layout or [*(name for base in [*LAYOUTS, *EXTRA] for name in (base, "archive/" + base))]
+    header = ("layout", "keys", "shards", "largest/mean", "requests", "rounds", "seconds")
+    print("{:20} {:>9} {:>6} {:>12} {:>8} {:>6} {:>7}".format(*header))
+    worst = 0.0
+    for count in args.keys or [100_000]:
+        for name in names:
+            keys = layout_keys(name, count)
+            for shards in args.shards or [4, 16, 64]:
+                budget = args.requests_per_shard * shards if args.requests_per_shard else None
+                result = measure(keys, shards, budget)
+                worst = max(worst, result["ratio"])
+                print(
+                    f"{name:20} {count:>9,} {shards:>6} {result['ratio']:>12.3f} {result['requests']:>8.0f} "
+                    f"{result['rounds']:>6.0f} {result['seconds']:>7.1f}",
+                    flush=True,
+                )
+    print(f"worst largest/mean: {worst:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
