@@ -33,14 +33,14 @@ import bisect
 import itertools
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 
 from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.errors import ScanError
 from scanner.keyspace import KeyRange, midpoint, split
-from scanner.s3.parse import ListPage
+from scanner.storage.base import PageSource
 
 # Past every key of a block: a key would have to start with its prefix and this character.
 BLOCK_END: Final = "\U0010ffff"
@@ -74,17 +74,6 @@ _HEX_POINTS: Final = frozenset(range(ord("0"), ord("9") + 1)) | frozenset(range(
 
 
 T = TypeVar("T")
-
-
-class PageSource(Protocol):
-    async def list_page(
-        self,
-        key_range: KeyRange,
-        *,
-        delimiter: str | None = None,
-        token: str | None = None,
-        max_keys: int = MAX_KEYS_PER_PAGE,
-    ) -> ListPage: ...
 
 
 class ServerOrderError(ScanError):

@@ -31,8 +31,9 @@ import orjson
 from scanner.config import ConnectionConfig, S3Location, parse_s3_object_uri, parse_s3_uri
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
-from scanner.planning import BLOCK_END, PageSource, Sampler, cut_points
+from scanner.planning import BLOCK_END, Sampler, cut_points
 from scanner.records import ObjectRecord
+from scanner.storage.base import PageSource
 
 PLAN_FORMAT: Final = "bucket-scanner-plan"
 # Requests a plan may make: per shard (every cut is placed from what a few probes around it
