@@ -40,6 +40,7 @@ import anyio
 from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.errors import ScanError
 from scanner.keyspace import KeyRange, midpoint, split
+from scanner.records import keys_of
 from scanner.storage.base import PageSource
 
 # Past every key of a block: a key would have to start with its prefix and this character.
@@ -434,9 +435,9 @@ class Sampler:
     async def _page(self, after: str | None, prefix: str) -> _Page:
         page = await self._source.list_page(KeyRange(prefix, after, None), max_keys=MAX_KEYS_PER_PAGE)
         self.requests += 1
-        keys = [record.key for record in page.records]
-        ordered = all(a < b for a, b in itertools.pairwise(keys))
-        if not ordered or (after is not None and keys and keys[0] <= after):
+        # The parser has checked the page's order already; its key column needs no records made.
+        keys = list(keys_of(page.records))
+        if not page.in_key_order or (after is not None and keys and keys[0] <= after):
             raise ServerOrderError(
                 "the server does not list keys in UTF-8 byte order after StartAfter, which shard "
                 "plans rely on: scan without --shard (one process or --processes N)"
