@@ -101,7 +101,7 @@ class RecordWriter:
     def __init__(self, path: Path) -> None:
         # Imported here: the plain ceiling stays standard library only.
         from scanner.records import encode_jsonl
-        from scanner.s3.parse import parse_list_page
+        from scanner.storage.s3.parse import parse_list_page
 
         self._parse = parse_list_page
         self._encode = encode_jsonl

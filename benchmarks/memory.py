@@ -67,7 +67,7 @@ class SyntheticSource:
         import anyio
 
         from scanner.records import ObjectRecord
-        from scanner.s3.parse import ListPage
+        from scanner.storage.base import ListPage
 
         # Yield like a network call would, so concurrent workers interleave as they do on S3.
         if self.latency:
@@ -113,7 +113,7 @@ def run_one(records: int, *, ordered: bool = True) -> dict[str, Any]:
     import anyio
 
     from scanner.config import ConnectionConfig, S3Location, ScanConfig
-    from scanner.pipeline import run_scan
+    from scanner.run.pipeline import run_scan
 
     baseline = peak_rss_mb()
     config = ScanConfig(

@@ -10,7 +10,7 @@ from scanner.errors import UsageError
 
 if TYPE_CHECKING:
     from scanner.filters import FilterSpec
-    from scanner.items import GroupingSpec
+    from scanner.grouping import GroupingSpec
     from scanner.keyspace import KeyRange
 
 OutputFormat = Literal["jsonl", "csv", "items"]
@@ -107,7 +107,7 @@ class ScanConfig:
     # Resumable runs: where progress is saved (a directory or s3://BUCKET/PREFIX), how often.
     checkpoint: str | None = None
     checkpoint_interval: float = 30.0
-    # What the server does when it lists (``scanner.dialect.PROFILES``); ``auto`` learns it.
+    # What the server does when it lists (``scanner.listing.dialect.PROFILES``); ``auto`` learns it.
     server_profile: str = "auto"
 
     def for_worker(self, output: str, workers: int) -> ScanConfig:

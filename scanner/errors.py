@@ -136,3 +136,14 @@ def error_for_code(code: str, message: str, bucket: str, prefix: str) -> ScanErr
         return UsageError(f"invalid bucket name {bucket!r}")
     detail = f": {redact(message)}" if message else ""
     return ScanError(f"{code} listing {where}{detail}")
+
+
+def first_failure(exc: BaseException) -> BaseException:
+    """The error that matters inside (possibly nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        failures = [first_failure(e) for e in exc.exceptions]
+        for failure in failures:
+            if isinstance(failure, ScanError | OutputClosed):
+                return failure
+        return failures[0]
+    return exc

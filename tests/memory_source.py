@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.keyspace import KeyRange
 from scanner.records import ObjectRecord
-from scanner.s3.parse import ListPage
+from scanner.storage.base import ListPage
 
 
 @dataclass

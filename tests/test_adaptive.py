@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
-from scanner.pipeline import run_scan
-from scanner.s3.client import S3PageSource
+from scanner.run.pipeline import run_scan
+from scanner.storage.s3.client import S3PageSource
 from tests.conftest import S3Target
 from tests.faultproxy import FaultProxy
 from tests.keysets import nested_keys, utf8_sorted

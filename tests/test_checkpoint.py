@@ -25,11 +25,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.checkpoint import SavedSegment, merge_segments
-from scanner.cli import first_failure
+from scanner.checkpoint.checkpoint import SavedSegment, merge_segments
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
-from scanner.errors import ScanError
-from scanner.pipeline import ScanSummary, run_scan
+from scanner.errors import ScanError, first_failure
+from scanner.run.pipeline import ScanSummary, run_scan
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
 from tests.faultproxy import FaultProxy
 from tests.keysets import nested_keys, utf8_sorted
@@ -154,7 +153,7 @@ def test_a_checkpoint_that_fails_to_journal_records_no_key_without_its_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk under the checkpoint fills up mid-scan: what is saved must still resume exactly."""
-    from scanner import checkpoint_store
+    from scanner.checkpoint import store as checkpoint_store
 
     keys = nested_keys(20_000)
     reference = tmp_path / "reference.jsonl"
@@ -182,7 +181,7 @@ def test_a_checkpoint_that_fails_to_journal_records_no_key_without_its_record(
 
 
 def test_resume_with_items_and_filters(tmp_path: Path) -> None:
-    from scanner.items import GroupingSpec
+    from scanner.grouping import GroupingSpec
 
     keys = [*nested_keys(12_000), "a/notes.txt", "b/readme.md"]
     grouping = GroupingSpec(mode="series")

@@ -375,7 +375,7 @@ def test_concurrent_requests_follow_the_region_redirect_once(monkeypatch: pytest
 
     from scanner.config import ConnectionConfig, S3Location
     from scanner.keyspace import KeyRange
-    from scanner.s3.client import S3PageSource
+    from scanner.storage.s3.client import S3PageSource
 
     for name, value in (("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")):
         monkeypatch.setenv(name, value)

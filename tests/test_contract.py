@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from scanner.dialect import PROFILES
+from scanner.listing.dialect import PROFILES
 from tests.conftest import S3Target, run_scanner
 from tests.keysets import ODD_KEYS, utf8_sorted
 

@@ -543,7 +543,7 @@ def test_variable_references_resolve(manifests: list[Manifest]) -> None:
 def scan_options(command: str = "scan") -> tuple[set[str], set[str]]:
     """(option strings, SCANNER_* names) of ``scanner COMMAND``."""
     # Imported here so that the rest of this module runs even while the scanner does not import.
-    from scanner.cli import build_parser
+    from scanner.cli.main import build_parser
 
     (subparsers,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     scan = subparsers.choices[command]

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks.synthetic_s3 import running_synthetic_s3
-from scanner.s3.signing import template_from
+from scanner.storage.s3.signing import template_from
 from tests.conftest import run_scanner
 
 SIZE = 2500

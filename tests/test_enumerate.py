@@ -9,11 +9,11 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot
 from scanner.keyspace import KeyRange
-from scanner.ordering import OrderedOutput, Segment
+from scanner.listing.enumerate import EnumerationStats, Enumerator, OutputSlot
+from scanner.output.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
-from scanner.s3.parse import ListPage
+from scanner.storage.base import ListPage
 from tests.memory_source import MemoryBucket
 
 key_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
@@ -233,7 +233,7 @@ def test_a_prefix_of_one_page_does_not_wait_for_discovery() -> None:
 
 def test_keys_per_folder_come_from_the_whole_folders_of_a_page() -> None:
     """A short page (RGW's) spanning parts of five folders of 200 keys still says 200."""
-    from scanner.enumerate import _keys_per_boundary
+    from scanner.listing.enumerate import _keys_per_boundary
 
     keys = [f"s{folder:03d}/{n:03d}" for folder in range(10) for n in range(200)]
     page = [ObjectRecord(key, 1, "2026-11-28T01:28:50.000Z", "e", "STANDARD") for key in keys[90:1017]]

@@ -36,10 +36,9 @@ import anyio
 import orjson
 import pytest
 
-from scanner.cli import first_failure
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
-from scanner.errors import ScanError
-from scanner.pipeline import run_scan
+from scanner.errors import ScanError, first_failure
+from scanner.run.pipeline import run_scan
 from tests.conftest import REPO_ROOT, S3Target
 from tests.faultproxy import TRANSIENT_KINDS, FaultProxy, Request
 from tests.keysets import nested_keys, utf8_sorted

@@ -1,4 +1,4 @@
-"""Tests of scanner.items: grouping modes, names, streaming order, encoders and the schemas."""
+"""Tests of scanner.output.items: grouping modes, names, streaming order, encoders and the schemas."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.filters import prefix_base
-from scanner.items import (
+from scanner.grouping import GroupingMode, GroupingSpec, ItemsFormat, TaskOrder
+from scanner.output.items import (
     EmptyNameError,
-    GroupingMode,
-    GroupingSpec,
-    ItemsFormat,
     ItemsListChunk,
     ItemsListEncoder,
     KeyOrderError,
@@ -27,7 +25,6 @@ from scanner.items import (
     Series,
     Task,
     TaskGrouper,
-    TaskOrder,
 )
 from scanner.records import ObjectRecord
 

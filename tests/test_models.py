@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.session import Session
 
-from scanner.s3.models import use_fast_data_loader
+from scanner.storage.s3.models import use_fast_data_loader
 
 
 @pytest.mark.parametrize(

@@ -17,14 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scanner.cli import first_failure
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
-from scanner.errors import EndpointError
+from scanner.errors import EndpointError, first_failure
 from scanner.filters import FilterSpec
-from scanner.offload import CpuGauge
-from scanner.pipeline import ScanSummary, run_scan
-from scanner.processes import cpu_limit_from_cpu_max
-from scanner.s3.client import S3PageSource
+from scanner.run.offload import CpuGauge
+from scanner.run.pipeline import ScanSummary, run_scan
+from scanner.run.processes import cpu_limit_from_cpu_max
+from scanner.storage.s3.client import S3PageSource
 from tests.conftest import S3Target, run_scanner
 from tests.faultproxy import FaultProxy
 from tests.keysets import flat_keys, nested_keys, utf8_sorted
@@ -152,7 +151,7 @@ def test_filters_and_items_with_workers(
 ) -> None:
     s3.use_in(monkeypatch)
     bucket = s3.shared_bucket("nested", nested_keys())
-    from scanner.items import GroupingSpec
+    from scanner.grouping import GroupingSpec
 
     options: dict[str, Any] = {
         "output_format": "items",

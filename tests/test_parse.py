@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.records import ObjectRecord
-from scanner.s3.parse import (
+from scanner.storage.s3.parse import (
     ErrorDocument,
     MalformedListing,
     NotS3Response,

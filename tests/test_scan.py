@@ -14,9 +14,9 @@ import pytest
 
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.keyspace import KeyRange
-from scanner.pipeline import ScanSummary, run_scan
-from scanner.s3.client import S3PageSource
-from scanner.s3.parse import ListPage
+from scanner.run.pipeline import ScanSummary, run_scan
+from scanner.storage.base import ListPage
+from scanner.storage.s3.client import S3PageSource
 from tests.conftest import S3Target, run_scanner
 from tests.keysets import ODD_KEYS, flat_keys, nested_keys, utf8_sorted
 

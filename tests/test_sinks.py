@@ -10,8 +10,8 @@ import pytest
 
 from scanner.config import ConnectionConfig, S3Location
 from scanner.errors import ScanError
-from scanner.s3.upload import S3UploadSink
-from scanner.sinks import AtomicFileSink
+from scanner.output.sinks import AtomicFileSink
+from scanner.storage.s3.upload import S3UploadSink
 from tests.conftest import S3Target, run_scanner
 
 MIB = 1024 * 1024

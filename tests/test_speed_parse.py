@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.records import ObjectRecord, RecordColumns, encode_jsonl, records_from_columns
-from scanner.s3.parse import ListPage, normalize_time, parse_list_page
+from scanner.storage.base import ListPage
+from scanner.storage.s3.parse import normalize_time, parse_list_page
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 

@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 
 from scanner.config import ConnectionConfig
 from scanner.errors import AccessError, BucketNotFoundError, ScanError, UsageError
-from scanner.records import ObjectRecord
-from scanner.state import (
+from scanner.incremental.state import (
     ChangeDetector,
     DiffEntry,
     StateEntry,
@@ -34,6 +33,7 @@ from scanner.state import (
     diff_states,
     encode_diff,
 )
+from scanner.records import ObjectRecord
 from tests.conftest import S3Target
 from tests.http_stub import stub_server
 from tests.keysets import ODD_KEYS

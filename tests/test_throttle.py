@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from scanner.s3.throttle import AdaptiveLimiter
+from scanner.storage.limits import AdaptiveLimiter
 
 
 def test_throttling_halves_and_success_recovers() -> None:

@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
-from scanner.dialect import check_profile, choose_profile, first_page_contradiction
 from scanner.errors import InconsistentListing, UsageError
-from scanner.external_sort import ExternalSort
-from scanner.pipeline import ScanSummary, run_scan
+from scanner.listing.dialect import check_profile, choose_profile, first_page_contradiction
+from scanner.listing.walk import TreeWalk, group_folders, request_root
+from scanner.output.external_sort import ExternalSort
 from scanner.records import ObjectRecord
+from scanner.run.pipeline import ScanSummary, run_scan
 from scanner.storage.memory import Dialect, MemoryStore, walk_order
-from scanner.walk import TreeWalk, group_folders, request_root
 from tests.keysets import ODD_KEYS, nested_keys, utf8_sorted
 
 DIALECTS: tuple[Dialect, ...] = ("sorted", "walk", "directory")

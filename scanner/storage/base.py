@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.errors import ScanError
 from scanner.keyspace import KeyRange
-from scanner.s3.parse import ListPage
+from scanner.records import ObjectRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    records: Sequence[ObjectRecord]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_token: str | None
+    # Whether the page's keys are in strictly increasing UTF-8 byte order, as AWS lists them.
+    # A well-formed page that is not is a fact about the server (its dialect), not damage.
+    in_key_order: bool = True
+
+
+def is_strictly_increasing(keys: Sequence[str]) -> bool:
+    """Whether ``keys`` are in strictly increasing code point (= UTF-8 byte) order."""
+    return all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
 
 
 class PageSource(Protocol):

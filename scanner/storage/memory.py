@@ -23,7 +23,7 @@ from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.errors import FolderPrefixRequired, StartAfterIgnored, UsageError
 from scanner.keyspace import KeyRange
 from scanner.records import ObjectRecord
-from scanner.s3.parse import ListPage, is_strictly_increasing
+from scanner.storage.base import ListPage, is_strictly_increasing
 
 Dialect = Literal["sorted", "walk", "directory"]
 

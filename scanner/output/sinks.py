@@ -214,7 +214,7 @@ def open_sink(output: str, connection: ConnectionConfig | None = None) -> Sink:
     if output == "-":
         return StdoutSink()
     if output.startswith("s3://"):
-        from scanner.s3.upload import S3UploadSink
+        from scanner.storage.s3.upload import S3UploadSink
 
         return S3UploadSink(parse_s3_object_uri(output), connection or ConnectionConfig())
     return AtomicFileSink(output)

@@ -33,9 +33,9 @@ from typing import Final
 import anyio
 
 from scanner.config import MAX_KEYS_PER_PAGE
-from scanner.dialect import check_no_repeats
 from scanner.errors import InconsistentListing
 from scanner.keyspace import KeyRange
+from scanner.listing.dialect import check_no_repeats
 from scanner.records import ObjectRecord, keys_of
 from scanner.storage.base import PageSource, next_token
 

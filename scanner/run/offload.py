@@ -11,7 +11,7 @@ own share of ``--concurrency``, which the parent gives up meanwhile), and the fi
 range's place in the output once the worker is done.
 
 Workers are forked from the running scan, so they start with everything imported and configured,
-in milliseconds; ``scanner.processes`` runs them. A worker that fails fails the scan with its own
+in milliseconds; ``scanner.run.processes`` runs them. A worker that fails fails the scan with its own
 error; whatever happens, every worker is stopped and its file removed.
 """
 
@@ -28,8 +28,8 @@ from anyio.abc import TaskGroup
 
 from scanner.config import MAX_KEYS_PER_PAGE, ScanConfig
 from scanner.keyspace import KeyRange
-from scanner.processes import Worker, can_fork, collect, fork_worker, stop_workers
-from scanner.s3.throttle import AdaptiveLimiter
+from scanner.run.processes import Worker, can_fork, collect, fork_worker, stop_workers
+from scanner.storage.limits import AdaptiveLimiter
 
 # A worker costs a fork, its own S3 client and a partial page where its range ends: worth it for
 # a range with this many keys left, not for the last pages of one.

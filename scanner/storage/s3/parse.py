@@ -16,16 +16,14 @@ decoded instead).
 from __future__ import annotations
 
 import functools
-import itertools
-import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 from urllib.parse import unquote, unquote_plus
 
 from scanner.records import ObjectRecord, RecordColumns, keys_of
+from scanner.storage.base import ListPage, is_strictly_increasing
 
 _CONTENTS: Final = re.compile(r"<Contents>(.*?)</Contents>", re.S)
 _FIELD: Final = re.compile(r"<(Key|LastModified|ETag|Size|StorageClass)>([^<]*)</")
@@ -53,17 +51,6 @@ class ErrorDocument(Exception):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class ListPage:
-    records: Sequence[ObjectRecord]
-    common_prefixes: list[str]
-    is_truncated: bool
-    next_token: str | None
-    # Whether the page's keys are in strictly increasing UTF-8 byte order, as AWS lists them.
-    # A well-formed page that is not is a fact about the server (its dialect), not damage.
-    in_key_order: bool = True
 
 
 def parse_error(body: str) -> ErrorDocument | None:
@@ -116,11 +103,6 @@ def parse_list_page(body: str, *, delimited: bool = True) -> ListPage:
     is_truncated = truncated.group(1) == "true"
     token = _next_token(body) if is_truncated else None
     return ListPage(records, prefixes, is_truncated, token, in_key_order)
-
-
-def is_strictly_increasing(keys: Sequence[str]) -> bool:
-    """Whether ``keys`` are in strictly increasing code point (= UTF-8 byte) order."""
-    return all(map(operator.lt, keys, itertools.islice(keys, 1, None)))
 
 
 def _next_token(body: str) -> str | None:

@@ -11,7 +11,7 @@ nothing is left on disk even after a crash) and are read back when they reach th
 
 Each segment also knows which part of the key space it stands for: its range ``(after, end]``,
 the last key listed into it, whether its range is complete, and (with a checkpoint) where its
-bytes were journaled. That is what ``scanner.checkpoint`` saves, and a resumed scan starts with
+bytes were journaled. That is what ``scanner.checkpoint.checkpoint`` saves, and a resumed scan starts with
 segments restored from it, whose saved bytes come first.
 """
 
@@ -29,7 +29,7 @@ _READ_BLOCK: Final = 1 << 20
 
 # Bytes saved by an earlier run: (file, offset, length), read before anything listed now.
 Preloaded = tuple[IO[bytes], int, int]
-# Where a chunk was journaled: (piece, offset, length); see ``scanner.checkpoint``.
+# Where a chunk was journaled: (piece, offset, length); see ``scanner.checkpoint.checkpoint``.
 Extent = tuple[str, int, int]
 
 

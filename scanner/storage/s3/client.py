@@ -36,16 +36,16 @@ from scanner.errors import (
     redact,
 )
 from scanner.keyspace import KeyRange
-from scanner.s3.parse import (
+from scanner.storage.base import ListPage
+from scanner.storage.limits import AdaptiveLimiter
+from scanner.storage.s3.parse import (
     ErrorDocument,
-    ListPage,
     MalformedListing,
     NotS3Response,
     parse_error,
     parse_list_page,
 )
-from scanner.s3.signing import RequestTemplate, sign, template_from
-from scanner.s3.throttle import AdaptiveLimiter
+from scanner.storage.s3.signing import RequestTemplate, sign, template_from
 
 if TYPE_CHECKING:
     import aiohttp
@@ -171,7 +171,7 @@ class S3PageSource:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ProfileNotFound
 
-        from scanner.s3.models import use_fast_data_loader
+        from scanner.storage.s3.models import use_fast_data_loader
 
         if self._client_context is not None:
             await self._client_context.__aexit__(None, None, None)

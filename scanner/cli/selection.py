@@ -13,7 +13,7 @@ from typing import TypeVar
 from scanner.config import S3Location
 from scanner.errors import UsageError
 from scanner.filters import TYPE_NAMES, FilterSpec, parse_size, parse_time
-from scanner.items import GroupingSpec
+from scanner.grouping import GroupingSpec
 
 # Options that only mean something for --format items.
 _ITEMS_ONLY = (

@@ -1,6 +1,6 @@
 """Resumable scans: ``--checkpoint DIR|s3://BUCKET/PREFIX``.
 
-The ordered output is a chain of segments (``scanner.ordering``), each standing for a key range
+The ordered output is a chain of segments (``scanner.output.ordering``), each standing for a key range
 ``(after, end]`` and holding the encoded records listed into it so far, in key order. That chain
 is the whole state of a scan, so it is what a checkpoint saves:
 
@@ -38,11 +38,11 @@ from typing import IO, Any, Final
 import anyio
 import orjson
 
-from scanner.checkpoint_store import PIECE_PREFIX, CheckpointStore, Piece
+from scanner.checkpoint.store import PIECE_PREFIX, CheckpointStore, Piece
 from scanner.config import ScanConfig
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
-from scanner.ordering import Extent, OrderedOutput, Segment
+from scanner.output.ordering import Extent, OrderedOutput, Segment
 
 FORMAT: Final = "bucket-scanner-checkpoint"
 VERSION: Final = 1

@@ -1,7 +1,7 @@
 """Where a checkpoint lives: a local directory, or a prefix in S3.
 
 A checkpoint is one manifest (``manifest.json``) and the pieces it names (``piece-RUN-N``): see
-``scanner.checkpoint``. A store only moves bytes, with three guarantees the checkpoint relies on:
+``scanner.checkpoint.checkpoint``. A store only moves bytes, with three guarantees the checkpoint relies on:
 
 - ``publish`` makes a piece durable (fsync, or a completed upload) and can be repeated;
 - ``write_manifest`` replaces the manifest atomically (rename over it, or one PUT), so a
@@ -183,7 +183,7 @@ class S3CheckpointStore:
         pass
 
     async def read_manifest(self) -> bytes | None:
-        from scanner.s3.download import S3Download
+        from scanner.storage.s3.download import S3Download
 
         async with S3Download(self._location(MANIFEST), self._connection) as download:
             if not download.exists:
@@ -191,7 +191,7 @@ class S3CheckpointStore:
             return b"".join([block async for block in download.blocks()])
 
     async def write_manifest(self, data: bytes) -> None:
-        from scanner.s3.upload import S3UploadSink
+        from scanner.storage.s3.upload import S3UploadSink
 
         upload = S3UploadSink(self._location(MANIFEST), self._connection)
         await upload.open()
@@ -211,7 +211,7 @@ class S3CheckpointStore:
         return Piece(name, file, self.where)
 
     async def publish(self, piece: Piece) -> None:
-        from scanner.s3.upload import S3UploadSink
+        from scanner.storage.s3.upload import S3UploadSink
 
         upload = S3UploadSink(self._location(piece.name), self._connection)
         await upload.open()
@@ -229,7 +229,7 @@ class S3CheckpointStore:
         piece.file.close()
 
     async def open_piece(self, name: str) -> IO[bytes]:
-        from scanner.s3.download import S3Download
+        from scanner.storage.s3.download import S3Download
 
         copy = tempfile.TemporaryFile(dir=self._temp_dir)  # noqa: SIM115 - the caller closes
         try:
@@ -244,7 +244,7 @@ class S3CheckpointStore:
         return copy
 
     async def clear(self) -> None:
-        from scanner.s3.objects import object_client
+        from scanner.storage.s3.objects import object_client
 
         needs = (
             f"s3:DeleteObject on arn:aws:s3:::{self._bucket}/{self._prefix}* and s3:ListBucket on "

@@ -6,7 +6,7 @@ with ``scanner merge``, are exactly a whole scan. Every shard must use the *same
 cut at different points, and shards of different plans overlap or leave keys out. So a shard
 never cuts the key space itself; it reads a plan file:
 
-- ``scanner plan`` writes one (``scanner.planning`` samples where the keys are; the plan
+- ``scanner plan`` writes one (``scanner.listing.planning`` samples where the keys are; the plan
   records the requests it took and the keys each shard is estimated to hold);
 - ``scan --shard I/N --plan s3://... --create-plan`` reads the plan at that key, and when there
   is none yet makes one and stores it with a conditional put (``If-None-Match: *``): of pods
@@ -31,7 +31,7 @@ import orjson
 from scanner.config import ConnectionConfig, S3Location, parse_s3_object_uri, parse_s3_uri
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
-from scanner.planning import BLOCK_END, Sampler, cut_points
+from scanner.listing.planning import BLOCK_END, Sampler, cut_points
 from scanner.records import ObjectRecord
 from scanner.storage.base import PageSource
 
@@ -186,7 +186,7 @@ async def make_plan(
     location: S3Location, connection: ConnectionConfig, count: int, budget: int | None = None
 ) -> ShardPlanFile:
     """Sample ``location`` and cut it into ``count`` shards of about the same number of keys."""
-    from scanner.s3.client import S3PageSource
+    from scanner.storage.s3.client import S3PageSource
 
     async with S3PageSource(location, connection) as source:
         return await plan_from_source(
@@ -207,7 +207,7 @@ async def read_plan(
     """The plan at ``path`` (a file or s3://BUCKET/KEY), which must be for ``location`` when
     given; None if there is none."""
     if path.startswith("s3://"):
-        from scanner.s3.download import read_small_object
+        from scanner.storage.s3.download import read_small_object
 
         data = await read_small_object(parse_s3_object_uri(path), connection)
         if data is None:
@@ -244,7 +244,7 @@ async def shared_plan(
     """
     import anyio
 
-    from scanner.s3.upload import put_new_object
+    from scanner.storage.s3.upload import put_new_object
 
     stored = await read_plan(path, location, connection)
     deadline = anyio.current_time() + wait
@@ -281,7 +281,7 @@ async def write_plan(path: str, plan: ShardPlanFile, connection: ConnectionConfi
     """
     data = plan.to_json()
     if path.startswith("s3://"):
-        from scanner.s3.upload import put_new_object
+        from scanner.storage.s3.upload import put_new_object
 
         if not await put_new_object(parse_s3_object_uri(path), connection, data):
             raise UsageError(
@@ -305,7 +305,7 @@ async def _lines(path: str, connection: ConnectionConfig) -> AsyncIterator[bytes
     """The lines of a JSON Lines file or S3 object, read a block at a time."""
     blocks: AsyncIterator[bytes]
     if path.startswith("s3://"):
-        from scanner.s3.download import S3Download
+        from scanner.storage.s3.download import S3Download
 
         download = S3Download(
             parse_s3_object_uri(path), connection, _MERGE_BLOCK, role="input", what="the shard output"

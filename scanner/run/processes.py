@@ -2,7 +2,7 @@
 
 One Python process parses and encodes about 250-300k keys a second. Past that, ``--processes N``
 splits the key space and lets N processes list it from the start (``--processes auto``, the
-default, forks workers only while the scan is CPU-bound: ``scanner.offload``, which forks them
+default, forks workers only while the scan is CPU-bound: ``scanner.run.offload``, which forks them
 with ``fork_worker`` too):
 
 1. The parent lists the first two pages and discovers cut points as a single-process scan
@@ -35,13 +35,20 @@ import anyio
 import orjson
 
 from scanner.config import ScanConfig
-from scanner.errors import AccessError, BucketNotFoundError, EndpointError, ScanError, UsageError
+from scanner.errors import (
+    AccessError,
+    BucketNotFoundError,
+    EndpointError,
+    ScanError,
+    UsageError,
+    first_failure,
+)
 from scanner.keyspace import KeyRange
 from scanner.records import ObjectRecord
-from scanner.writers import make_writer
+from scanner.run.outputs import open_writer
 
 if TYPE_CHECKING:
-    from scanner.pipeline import ScanSummary
+    from scanner.run.pipeline import ScanSummary
 
 _COPY_BLOCK = 1 << 20
 T = TypeVar("T")
@@ -150,8 +157,8 @@ def scan_with_processes(config: ScanConfig, run: Runner) -> ScanSummary | None:
 
 
 async def plan_shards(config: ScanConfig) -> ShardPlan:
-    from scanner.enumerate import Enumerator
-    from scanner.s3.client import S3PageSource
+    from scanner.listing.enumerate import Enumerator
+    from scanner.storage.s3.client import S3PageSource
 
     async with S3PageSource(config.location, config.connection) as source:
         enumerator = Enumerator(
@@ -213,7 +220,7 @@ def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd
     outcome: dict[str, Any] = {}
 
     def scan() -> None:
-        from scanner.pipeline import run_scan
+        from scanner.run.pipeline import run_scan
 
         try:
             summary = anyio.run(
@@ -233,8 +240,6 @@ def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd
                 "skipped": summary.skipped,
             }
         except BaseException as exc:  # noqa: BLE001 - everything goes to the parent, which decides
-            from scanner.cli import first_failure
-
             failure = first_failure(exc)
             code = failure.exit_code if isinstance(failure, ScanError) else 1
             outcome["report"] = {"error": str(failure) or type(failure).__name__, "exit_code": code}
@@ -262,12 +267,12 @@ def _error_for_exit_code(message: str, code: int) -> ScanError:
 
 async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker]) -> ScanSummary:
     """The first page, then each worker's output in key order, into the real sink."""
-    from scanner.pipeline import PageHandler, ScanSummary, finish_summary
+    from scanner.run.pipeline import PageHandler, ScanSummary, finish_summary
 
     summary = ScanSummary()
     summary.requests.requests = plan.requests
     summary.requests.retries = plan.retries
-    writer = make_writer(config)
+    writer = open_writer(config)
     await writer.open()
     try:
         handle = PageHandler(config, summary)

@@ -21,9 +21,10 @@ import orjson
 
 from scanner.config import ScanConfig
 from scanner.errors import ScanError
-from scanner.items import GroupingSpec, ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
+from scanner.grouping import GroupingSpec
+from scanner.output.items import ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
+from scanner.output.sinks import Sink, open_sink
 from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl, keys_of
-from scanner.sinks import Sink, open_sink
 
 PageEncoder = Callable[[Sequence[ObjectRecord]], bytes]
 
@@ -175,16 +176,10 @@ class ItemsWriter:
 
 
 def make_writer(config: ScanConfig) -> Writer:
+    """The writer of the format asked for (an incremental run wraps it: ``scanner.run.outputs``)."""
     if config.worker:
         return RawWriter(config)
-    writer: Writer
     if config.output_format == "items":
         assert config.grouping is not None
-        writer = ItemsWriter(config, config.grouping)
-    else:
-        writer = RecordsWriter(config)
-    if config.state is not None:
-        from scanner.incremental import IncrementalWriter
-
-        return IncrementalWriter(config, writer, page_encoder(config))
-    return writer
+        return ItemsWriter(config, config.grouping)
+    return RecordsWriter(config)

@@ -25,10 +25,10 @@ import orjson
 
 from scanner.config import ScanConfig
 from scanner.filters import RecordFilter
-from scanner.items import Task
+from scanner.incremental.state import ChangeDetector, StateReader, StateWriter
+from scanner.output.items import Task
+from scanner.output.writers import ItemsWriter, PageEncoder, Writer
 from scanner.records import ObjectRecord
-from scanner.state import ChangeDetector, StateReader, StateWriter
-from scanner.writers import ItemsWriter, PageEncoder, Writer
 
 
 def encode_full_records(records: Sequence[ObjectRecord]) -> bytes:

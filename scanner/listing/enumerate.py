@@ -35,7 +35,6 @@ import anyio
 from anyio.abc import TaskGroup
 
 from scanner.config import MAX_KEYS_PER_PAGE
-from scanner.dialect import first_page_contradiction, order_break
 from scanner.errors import ServerOrderDiffers, StartAfterIgnored
 from scanner.keyspace import (
     KeyRange,
@@ -45,9 +44,9 @@ from scanner.keyspace import (
     sibling_split,
     split,
 )
+from scanner.listing.dialect import first_page_contradiction, order_break
 from scanner.records import ObjectRecord, keys_of
-from scanner.s3.parse import ListPage
-from scanner.storage.base import PageSource, next_token
+from scanner.storage.base import ListPage, PageSource, next_token
 
 __all__ = ["EnumerationStats", "Enumerator", "OutputSlot", "PageSource"]
 

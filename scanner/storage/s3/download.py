@@ -12,7 +12,7 @@ A 403 is therefore never read as "missing": taking it for a first run would make
 run report the whole bucket as new, silently. It is an ``AccessError`` whose message names both
 permissions.
 
-The client is built exactly as ``scanner.s3.upload`` builds it, so reading and writing the state
+The client is built exactly as ``scanner.storage.s3.upload`` builds it, so reading and writing the state
 use the same credentials, endpoint and addressing style.
 """
 
@@ -24,8 +24,8 @@ from typing import Any, Final
 
 from scanner.config import ConnectionConfig, S3Location
 from scanner.errors import ScanError, redact
-from scanner.s3.objects import object_client
 from scanner.storage.errors import ObjectCall, ObjectMissing, object_errors
+from scanner.storage.s3.objects import object_client
 
 BLOCK_SIZE: Final = 1024 * 1024
 

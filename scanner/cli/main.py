@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from scanner import __version__
-from scanner.cli_selection import add_selection_arguments, selection_from_args
-from scanner.cli_shards import add_shard_commands, run_shard_command, shard_from_args, shard_range_from_args
+from scanner.cli.selection import add_selection_arguments, selection_from_args
+from scanner.cli.shards import add_shard_commands, run_shard_command, shard_from_args, shard_range_from_args
 from scanner.config import (
     DEFAULT_CONCURRENCY,
     ConnectionConfig,
@@ -34,12 +34,12 @@ from scanner.config import (
     parse_s3_object_uri,
     parse_s3_uri,
 )
-from scanner.dialect import check_profile
-from scanner.errors import OutputClosed, ScanError, UsageError, redact
-from scanner.items import ItemsError
+from scanner.errors import OutputClosed, ScanError, UsageError, first_failure, redact
 from scanner.keyspace import KeyRange
-from scanner.pipeline import ScanSummary
-from scanner.processes import can_fork, scan_with_processes, usable_cpus
+from scanner.listing.dialect import check_profile
+from scanner.output.items import ItemsError
+from scanner.run.pipeline import ScanSummary
+from scanner.run.processes import can_fork, scan_with_processes, usable_cpus
 
 ENV_PREFIX = "SCANNER_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -328,7 +328,7 @@ def processes_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_checkpoint(args: argparse.Namespace, output: str) -> None:
-    from scanner.checkpoint_store import check_location
+    from scanner.checkpoint.store import check_location
 
     if args.unordered:
         raise UsageError("--checkpoint needs key order: it cannot be used with --unordered")
@@ -370,17 +370,6 @@ def _print_error(message: str, secrets: tuple[str, ...] = ()) -> None:
     print(f"error: {redact(message, secrets)}", file=sys.stderr, flush=True)
 
 
-def first_failure(exc: BaseException) -> BaseException:
-    """The error that matters inside (possibly nested) exception groups."""
-    if isinstance(exc, BaseExceptionGroup):
-        failures = [first_failure(e) for e in exc.exceptions]
-        for failure in failures:
-            if isinstance(failure, ScanError | OutputClosed):
-                return failure
-        return failures[0]
-    return exc
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -420,8 +409,8 @@ def reporting_from_args(args: argparse.Namespace) -> Reporting:
 def _run(config: ScanConfig, reporting: Reporting) -> int:
     import anyio
 
-    from scanner.pipeline import run_scan
-    from scanner.report import EventLog, show_progress
+    from scanner.report.events import EventLog, show_progress
+    from scanner.run.pipeline import run_scan
 
     received: list[int] = []
     secrets = tuple(
@@ -515,7 +504,7 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
 
 def _report_success(summary: ScanSummary, log: Any, structured: bool) -> None:
     if structured:
-        from scanner.report import summary_document
+        from scanner.report.events import summary_document
 
         log.event("info", "scan-finished", **summary_document(summary, "", "succeeded"))
         return
@@ -563,7 +552,7 @@ def _publish(
     """The summary file and pushed metrics, after success and failure alike."""
     if reporting.summary_path is None and reporting.pushgateway is None:
         return code
-    from scanner.report import prometheus_text, push_metrics, summary_document, write_summary
+    from scanner.report.events import prometheus_text, push_metrics, summary_document, write_summary
 
     status = "succeeded" if failure is None else "failed"
     document = summary_document(summary, str(config.location), status, failure)

@@ -2,10 +2,10 @@
 
 S3 is a family of dialects. AWS general-purpose buckets, Ceph RGW, MinIO, moto, ``rclone serve
 s3`` and the JuiceFS gateway list keys in UTF-8 byte order and honour ``StartAfter``; the ranged
-listing (``scanner.enumerate``) relies on both. Directory buckets (S3 Express One Zone) list in
+listing (``scanner.listing.enumerate``) relies on both. Directory buckets (S3 Express One Zone) list in
 no particular order, refuse ``StartAfter`` and take only prefixes that end in ``/``; SeaweedFS
 lists a filesystem walk, folder by folder; NooBaa sorts by UTF-16 code units. There the tree walk
-(``scanner.walk``) lists each folder once, by continuation tokens, and exactly-once rests on
+(``scanner.listing.walk``) lists each folder once, by continuation tokens, and exactly-once rests on
 folders being disjoint rather than on order.
 
 A profile says which of those promises a server keeps. ``auto`` (the default) assumes the AWS

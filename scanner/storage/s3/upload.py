@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from scanner.config import ConnectionConfig, S3Location
 from scanner.errors import ScanError
-from scanner.s3.objects import object_client
 from scanner.storage.errors import ObjectCall, object_errors
+from scanner.storage.s3.objects import object_client
 
 PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum for all but the last part is 5 MiB
 

@@ -35,8 +35,8 @@ import orjson
 
 from scanner.config import ConnectionConfig, parse_s3_object_uri
 from scanner.errors import ScanError, UsageError
+from scanner.output.sinks import open_sink
 from scanner.records import ObjectRecord
-from scanner.sinks import open_sink
 
 FORMAT: Final = "bucket-scanner-state"
 VERSION: Final = 1
@@ -344,7 +344,7 @@ class StateReader:
     async def open(self) -> None:
         self._opened = True
         if self.source.startswith("s3://"):
-            from scanner.s3.download import S3Download
+            from scanner.storage.s3.download import S3Download
 
             download = S3Download(parse_s3_object_uri(self.source), self._connection, self._block_size)
             self._closers.append(download.close)

@@ -20,21 +20,22 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from scanner.config import ScanConfig
-from scanner.dialect import ServerProfile, check_profile
-from scanner.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
 from scanner.errors import FolderPrefixRequired, ScanError, ServerOrderDiffers
-from scanner.external_sort import ExternalSort
 from scanner.filters import RecordFilter
 from scanner.keyspace import KeyRange
-from scanner.offload import offloading
-from scanner.ordering import OrderedOutput, Segment
+from scanner.listing.dialect import ServerProfile, check_profile
+from scanner.listing.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
+from scanner.listing.walk import EmitFn, TreeWalk, WalkStats
+from scanner.output.external_sort import ExternalSort
+from scanner.output.ordering import OrderedOutput, Segment
+from scanner.output.writers import ItemsWriter, PageEncoder, Writer, page_encoder
 from scanner.records import ObjectRecord, RecordColumns, total_size
-from scanner.s3.client import RequestStats, S3PageSource
-from scanner.walk import EmitFn, TreeWalk, WalkStats
-from scanner.writers import ItemsWriter, PageEncoder, Writer, make_writer, page_encoder
+from scanner.run.offload import offloading
+from scanner.run.outputs import open_writer
+from scanner.storage.s3.client import RequestStats, S3PageSource
 
 if TYPE_CHECKING:
-    from scanner.checkpoint import Checkpoint, Counters
+    from scanner.checkpoint.checkpoint import Checkpoint, Counters
 
 _UNORDERED_BUFFER = 32
 _SORT_BUDGET_SHARE = 3
@@ -100,7 +101,7 @@ class PageHandler:
         spec = config.filters
         if config.state is not None:
             # The writer needs every record, in order, for the snapshot; it filters there.
-            from scanner.incremental import encode_full_records
+            from scanner.incremental.writer import encode_full_records
 
             self._encode: PageEncoder = encode_full_records
             spec = None
@@ -131,7 +132,7 @@ class PageHandler:
 
     def counters(self) -> Counters:
         """What a checkpoint saves of the counts so far."""
-        from scanner.checkpoint import Counters
+        from scanner.checkpoint.checkpoint import Counters
 
         selection = self.filter
         return Counters(
@@ -206,7 +207,7 @@ class _Output:
 
     def __init__(self, config: ScanConfig) -> None:
         self._config = config
-        self.writer: Writer = make_writer(config)
+        self.writer: Writer = open_writer(config)
         self.streamed = config.output == "-"
         self.vetted = anyio.Event()
         self.written = 0
@@ -221,7 +222,7 @@ class _Output:
         """Throw away what was written, and open the output anew."""
         with anyio.CancelScope(shield=True):
             await self.writer.abort()
-        self.writer = make_writer(self._config)
+        self.writer = open_writer(self._config)
         self.written = 0
         self.vetted.set()
         await self.writer.open()
@@ -369,8 +370,8 @@ async def _walk_unordered(walk_with: WalkFactory, handle: PageHandler, output: _
 async def _open_checkpoint(config: ScanConfig) -> Checkpoint | None:
     if config.checkpoint is None:
         return None
-    from scanner.checkpoint import Checkpoint
-    from scanner.checkpoint_store import open_store
+    from scanner.checkpoint.checkpoint import Checkpoint
+    from scanner.checkpoint.store import open_store
 
     store = open_store(config.checkpoint, config.connection, config.temp_dir)
     await store.open()
@@ -378,7 +379,7 @@ async def _open_checkpoint(config: ScanConfig) -> Checkpoint | None:
 
 
 def finish_summary(summary: ScanSummary, writer: Writer) -> None:
-    from scanner.incremental import IncrementalWriter
+    from scanner.incremental.writer import IncrementalWriter
 
     if isinstance(writer, IncrementalWriter):
         summary.changes = writer.changes

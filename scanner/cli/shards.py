@@ -15,7 +15,15 @@ from typing import Any
 from scanner.config import ConnectionConfig, OutputFormat, S3Location, ScanConfig, parse_s3_uri
 from scanner.errors import UsageError
 from scanner.keyspace import KeyRange
-from scanner.shards import PLAN_WAIT, Shard, ShardPlanFile, merge_shards, read_plan, shared_plan, write_plan
+from scanner.run.sharding import (
+    PLAN_WAIT,
+    Shard,
+    ShardPlanFile,
+    merge_shards,
+    read_plan,
+    shared_plan,
+    write_plan,
+)
 
 
 def add_shard_commands(
@@ -147,7 +155,7 @@ def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[.
 def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.shards import make_plan
+    from scanner.run.sharding import make_plan
 
     if not args.uri:
         raise UsageError("no S3 URI given (scanner plan s3://BUCKET[/PREFIX] --shards N)")
@@ -173,8 +181,8 @@ def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.sinks import open_sink
-    from scanner.state import StateReader, diff_states, encode_diff
+    from scanner.incremental.state import StateReader, diff_states, encode_diff
+    from scanner.output.sinks import open_sink
 
     async def diff() -> None:
         sink = open_sink(args.output or "-", connection)
@@ -204,9 +212,10 @@ def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.cli import check_output
-    from scanner.items import GroupingSpec
-    from scanner.writers import make_writer, page_encoder
+    from scanner.cli.main import check_output
+    from scanner.grouping import GroupingSpec
+    from scanner.output.writers import page_encoder
+    from scanner.run.outputs import open_writer
 
     output = args.output or "-"
     check_output(output)
@@ -231,7 +240,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     encode = page_encoder(config)
 
     async def merge() -> None:
-        writer = make_writer(config)
+        writer = open_writer(config)
         await writer.open()
         try:
             page = []
