@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check scanner tests benchmarks scripts
 	$(BIN)/ruff format --check scanner tests benchmarks scripts
 	$(BIN)/mypy --strict scanner
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 soak: $(STAMP)

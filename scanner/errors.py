@@ -6,7 +6,9 @@
     ├── UsageError (2)             bad URI, bad option, output location unusable
     ├── AccessError (3)            missing or wrong credentials, access denied
     ├── BucketNotFoundError (4)    the bucket does not exist
-    └── EndpointError (5)          endpoint unreachable, not S3, or TLS failure
+    ├── EndpointError (5)          endpoint unreachable, not S3, or TLS failure
+    └── Interrupted (130)          SIGINT stopped the run
+        └── Terminated (143)       SIGTERM stopped the run
 
 Every message is one line meant for the user; none carries a secret (``redact`` is applied to
 anything that came from a library or a server). Cancellation is not an error and never becomes
@@ -16,6 +18,7 @@ one of these.
 from __future__ import annotations
 
 import re
+import signal
 from typing import ClassVar, Final
 
 _SECRET_PATTERNS: Final = (
@@ -81,6 +84,26 @@ class FolderPrefixRequired(ServerOrderDiffers):
 class InconsistentListing(ScanError):
     """The server's own pagination contradicts itself (a key returned twice): no listing of
     it can be trusted to be complete, so the scan refuses rather than write a wrong output."""
+
+
+class Interrupted(ScanError):
+    """SIGINT stopped the run (exit 128 + 2); the output is aborted, so nothing is left there."""
+
+    exit_code: ClassVar[int] = 130
+    signal_name: ClassVar[str] = "interrupted"
+
+
+class Terminated(Interrupted):
+    """SIGTERM stopped the run (exit 128 + 15), as Kubernetes does to a pod it stops."""
+
+    exit_code: ClassVar[int] = 143
+    signal_name: ClassVar[str] = "terminated"
+
+
+def stopped_by(signum: int) -> Interrupted:
+    """The error for the signal ``signum`` (SIGTERM, else SIGINT)."""
+    kind = Terminated if signum == signal.SIGTERM else Interrupted
+    return kind(kind.signal_name)
 
 
 class OutputClosed(Exception):

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from scanner.checkpoint.checkpoint import SavedSegment, merge_segments
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.errors import ScanError, first_failure
-from scanner.run.pipeline import ScanSummary, run_scan
+from scanner.run.pipeline import run_scan
+from scanner.run.summary import ScanSummary
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
 from tests.faultproxy import FaultProxy
 from tests.keysets import nested_keys, utf8_sorted

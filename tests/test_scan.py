@@ -14,7 +14,8 @@ import pytest
 
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.keyspace import KeyRange
-from scanner.run.pipeline import ScanSummary, run_scan
+from scanner.run.pipeline import run_scan
+from scanner.run.summary import ScanSummary
 from scanner.storage.base import ListPage
 from scanner.storage.s3.client import S3PageSource
 from tests.conftest import S3Target, run_scanner

@@ -19,7 +19,8 @@ from scanner.listing.dialect import check_profile, choose_profile, first_page_co
 from scanner.listing.walk import TreeWalk, group_folders, request_root
 from scanner.output.external_sort import ExternalSort
 from scanner.records import ObjectRecord
-from scanner.run.pipeline import ScanSummary, run_scan
+from scanner.run.pipeline import run_scan
+from scanner.run.summary import ScanSummary
 from scanner.storage.memory import Dialect, MemoryStore, walk_order
 from tests.keysets import ODD_KEYS, nested_keys, utf8_sorted
 

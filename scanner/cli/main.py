@@ -16,6 +16,7 @@ stderr and exit codes. Exit codes::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -34,12 +35,22 @@ from scanner.config import (
     parse_s3_object_uri,
     parse_s3_uri,
 )
-from scanner.errors import OutputClosed, ScanError, UsageError, first_failure, redact
+from scanner.errors import Interrupted, OutputClosed, ScanError, UsageError, first_failure, stopped_by
 from scanner.keyspace import KeyRange
 from scanner.listing.dialect import check_profile
 from scanner.output.items import ItemsError
-from scanner.run.pipeline import ScanSummary
-from scanner.run.processes import can_fork, scan_with_processes, usable_cpus
+from scanner.report.console import Console
+from scanner.report.events import (
+    EventLog,
+    prometheus_text,
+    push_metrics,
+    show_progress,
+    summary_document,
+    write_summary,
+)
+from scanner.run.entry import Watcher, run
+from scanner.run.processes import usable_cpus
+from scanner.run.summary import ScanSummary
 
 ENV_PREFIX = "SCANNER_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -357,17 +368,8 @@ def check_output(output: str) -> None:
         raise UsageError(f"cannot write to output directory {directory!r}")
 
 
-def _format_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError
-
-
 def _print_error(message: str, secrets: tuple[str, ...] = ()) -> None:
-    print(f"error: {redact(message, secrets)}", file=sys.stderr, flush=True)
+    Console(secrets).error(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,23 +408,50 @@ def reporting_from_args(args: argparse.Namespace) -> Reporting:
     )
 
 
+def _secrets() -> tuple[str, ...]:
+    names = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    return tuple(value for name in names if (value := os.environ.get(name)))
+
+
 def _run(config: ScanConfig, reporting: Reporting) -> int:
-    import anyio
-
-    from scanner.report.events import EventLog, show_progress
-    from scanner.run.pipeline import run_scan
-
-    received: list[int] = []
-    secrets = tuple(
-        v for v in (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")) if v
-    )
+    """Run the scan through ``scanner.run.entry.run``; report it; the exit code."""
+    console = Console(_secrets())
     log = EventLog(reporting.log_format, reporting.log_level)
-    log.secrets = secrets
+    log.secrets = console.secrets
+    structured = reporting.log_format == "json"
+    live = ScanSummary()
+    log.event(
+        "info" if structured else "debug", "scan-started", uri=str(config.location), output=config.output
+    )
+    summary: ScanSummary | None = None
+    failure: ScanError | None = None
+    try:
+        summary = run(config, live=live, watchers=_watchers(live, log, reporting))
+    except BaseException as exc:  # noqa: BLE001 - every ending becomes an exit code here
+        found = first_failure(exc)
+        if isinstance(found, OutputClosed):
+            return 141
+        failure = _as_scan_error(found)
+    if failure is not None:
+        failure = _explained(failure, config, live)
+        console.error(str(failure))
+    elif summary is not None and not reporting.quiet:
+        if structured:
+            log.event("info", "scan-finished", **summary_document(summary, str(config.location), "succeeded"))
+        else:
+            console.finished(summary)
+    code = failure.exit_code if failure is not None else 0
+    return _publish(config, reporting, summary, failure, code, console)
+
+
+def _watchers(live: ScanSummary, log: EventLog, reporting: Reporting) -> list[Watcher]:
+    """The progress display, on a terminal or as log events (never with --quiet)."""
     structured = reporting.log_format == "json"
     terminal = sys.stderr.isatty() and not structured
-    live = ScanSummary()
+    if reporting.quiet or not (terminal or structured):
+        return []
 
-    def progress() -> dict[str, Any]:
+    def snapshot() -> dict[str, Any]:
         stats = live.enumeration
         return {
             "objects": live.objects,
@@ -431,114 +460,30 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
             "retries": live.requests.retries,
         }
 
-    def run_until_signalled(function: Callable[..., Any], *args: Any) -> Any:
-        """``function(*args)`` in a fresh event loop; None if SIGINT or SIGTERM stopped it."""
+    return [functools.partial(show_progress, snapshot, log, terminal)]
 
-        async def guarded() -> Any:
-            result: list[Any] = []
-            async with anyio.create_task_group() as group:
 
-                async def watch_signals() -> None:
-                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for signum in signals:
-                            received.append(signum)
-                            group.cancel_scope.cancel()
-                            return
+def _as_scan_error(found: BaseException) -> ScanError:
+    if isinstance(found, KeyboardInterrupt):
+        return stopped_by(signal.SIGINT)
+    if isinstance(found, ScanError):
+        return found
+    if isinstance(found, ItemsError):
+        return ScanError(str(found))
+    if os.environ.get("SCANNER_DEBUG"):
+        raise found
+    return ScanError(f"unexpected {type(found).__name__}: {found}")
 
-                async def work() -> None:
-                    result.append(await function(*args))
-                    group.cancel_scope.cancel()
 
-                group.start_soon(watch_signals)
-                if not reporting.quiet and (terminal or structured) and function is run_scan:
-                    group.start_soon(show_progress, progress, log, terminal)
-                group.start_soon(work)
-            return result[0] if result else None
-
-        return anyio.run(guarded, backend="asyncio", backend_options={"use_uvloop": True})
-
-    started_level = "info" if structured else "debug"
-    log.event(started_level, "scan-started", uri=str(config.location), output=config.output)
-    summary: ScanSummary | None = None
-    failure: ScanError | None = None
-    code = 0
-    try:
-        if config.shard_range is not None:
-            summary = run_until_signalled(run_scan, config, None, [config.shard_range], live)
-        elif config.processes > 1 and not config.processes_on_demand and can_fork():
-            summary = scan_with_processes(config, run_until_signalled)
-        else:
-            summary = run_until_signalled(run_scan, config, None, None, live)
-    except KeyboardInterrupt:
-        received.append(signal.SIGINT)
-    except BaseException as exc:
-        found = first_failure(exc)
-        if isinstance(found, OutputClosed):
-            return 141
-        if isinstance(found, KeyboardInterrupt):
-            received.append(signal.SIGINT)
-        elif isinstance(found, ScanError):
-            failure = found
-        elif isinstance(found, ItemsError):
-            failure = ScanError(str(found))
-        else:
-            if os.environ.get("SCANNER_DEBUG"):
-                raise
-            failure = ScanError(f"unexpected {type(found).__name__}: {found}")
-    if received:
-        name = "interrupted" if received[0] == signal.SIGINT else "terminated"
-        failure = ScanError(f"{name}; no output was written")
-        code = 128 + received[0]
-    elif failure is not None:
-        code = failure.exit_code
-    if failure is not None and live.checkpoint_saved:
+def _explained(failure: ScanError, config: ScanConfig, live: ScanSummary) -> ScanError:
+    """The failure's message with what is left behind: nothing, or a checkpoint to resume from."""
+    if isinstance(failure, Interrupted):
+        failure = type(failure)(f"{failure.signal_name}; no output was written")
+    if live.checkpoint_saved:
         failure = type(failure)(
             f"{failure}; progress is saved in {config.checkpoint}: run the same command again to resume"
         )
-    if failure is not None:
-        _print_error(str(failure), secrets)
-    elif summary is not None and not reporting.quiet:
-        _report_success(summary, log, structured)
-    return _publish(config, reporting, summary, failure, code, secrets)
-
-
-def _report_success(summary: ScanSummary, log: Any, structured: bool) -> None:
-    if structured:
-        from scanner.report.events import summary_document
-
-        log.event("info", "scan-finished", **summary_document(summary, "", "succeeded"))
-        return
-    print(
-        f"scanned {summary.objects:,} objects, {_format_bytes(summary.bytes)}, "
-        f"in {summary.seconds:.2f} s ({summary.keys_per_second:,.0f} keys/s); "
-        f"{summary.requests.requests:,} requests, {summary.requests.retries:,} retries",
-        file=sys.stderr,
-        flush=True,
-    )
-    if summary.enumeration.handed_over:
-        print(
-            f"{summary.enumeration.handed_over:,} ranges were listed by worker processes "
-            "(this process was CPU-bound)",
-            file=sys.stderr,
-            flush=True,
-        )
-    if summary.switched_because:
-        print(
-            f"{summary.switched_because}: listed folder by folder instead (--server-profile "
-            "unordered skips the first attempt)",
-            file=sys.stderr,
-            flush=True,
-        )
-    if summary.resumed_objects:
-        print(
-            f"resumed from the checkpoint: {summary.resumed_objects:,} of those objects were listed "
-            "by the run that saved it",
-            file=sys.stderr,
-            flush=True,
-        )
-    report = selection_report(summary)
-    if report:
-        print(report, file=sys.stderr, flush=True)
+    return failure
 
 
 def _publish(
@@ -547,22 +492,18 @@ def _publish(
     summary: ScanSummary | None,
     failure: ScanError | None,
     code: int,
-    secrets: tuple[str, ...],
+    console: Console,
 ) -> int:
     """The summary file and pushed metrics, after success and failure alike."""
     if reporting.summary_path is None and reporting.pushgateway is None:
         return code
-    from scanner.report.events import prometheus_text, push_metrics, summary_document, write_summary
-
     status = "succeeded" if failure is None else "failed"
     document = summary_document(summary, str(config.location), status, failure)
-    if failure is not None and code >= 128:
-        document["exit_code"] = code
     try:
         if reporting.summary_path is not None:
             write_summary(reporting.summary_path, document)
     except ScanError as exc:
-        _print_error(str(exc), secrets)
+        console.error(str(exc))
         return code or exc.exit_code
     if reporting.pushgateway is not None:
         labels = {"bucket": config.location.bucket}
@@ -575,21 +516,5 @@ def _publish(
             # Metrics are not the scan's result: by now its output and state are committed, and
             # failing the run would make a Job retry it, replacing a good output with a later
             # listing (an empty change list, for an incremental run).
-            print(f"warning: {redact(str(exc), secrets)}", file=sys.stderr, flush=True)
+            console.warning(str(exc))
     return code
-
-
-def selection_report(summary: ScanSummary) -> str:
-    """What the filters and grouping kept and left out, by reason; empty when neither ran."""
-    parts = []
-    if summary.matched is not None:
-        parts.append(f"{summary.matched:,} objects matched")
-    if summary.tasks is not None:
-        parts.append(f"{summary.tasks:,} tasks written")
-    if summary.changes:
-        changes = ", ".join(f"{name} {count:,}" for name, count in summary.changes.items())
-        parts.append(f"since the last run: {changes}")
-    if summary.skipped:
-        reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(summary.skipped.items()))
-        parts.append(f"skipped: {reasons}")
-    return "; ".join(parts)

@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 
 from scanner.config import MAX_KEYS_PER_PAGE, ScanConfig
 from scanner.keyspace import KeyRange
-from scanner.run.processes import Worker, can_fork, collect, fork_worker, stop_workers
+from scanner.run.processes import ScanFn, Worker, can_fork, collect, fork_worker, stop_workers
 from scanner.storage.limits import AdaptiveLimiter
 
 # A worker costs a fork, its own S3 client and a partial page where its range ends: worth it for
@@ -89,8 +89,10 @@ class Offloader:
         deliver: DeliverFn,
         limiter: AdaptiveLimiter | None,
         on_worker_done: Callable[[dict[str, Any]], None],
+        scan: ScanFn,
     ) -> None:
         self._config = config
+        self._scan = scan
         self._group = group
         self._deliver = deliver
         self._limiter = limiter
@@ -110,7 +112,7 @@ class Offloader:
 
     def take(self, key_range: KeyRange, slot: object) -> None:
         """Fork a worker that lists ``key_range``; its output goes to ``slot`` when it is done."""
-        worker = fork_worker(self._config, [key_range], self._config.processes)
+        worker = fork_worker(self._config, [key_range], self._config.processes, self._scan)
         self.workers.append(worker)
         self._running += 1
         self._lend_concurrency()
@@ -144,6 +146,7 @@ async def offloading(
     deliver: DeliverFn,
     limiter: AdaptiveLimiter | None,
     on_worker_done: Callable[[dict[str, Any]], None],
+    scan: ScanFn,
 ) -> AsyncIterator[Offloader | None]:
     """An ``Offloader`` for the scan in the block (None when it runs in one process only).
 
@@ -156,7 +159,7 @@ async def offloading(
     offloader: Offloader | None = None
     try:
         async with anyio.create_task_group() as group:
-            offloader = Offloader(config, group, deliver, limiter, on_worker_done)
+            offloader = Offloader(config, group, deliver, limiter, on_worker_done, scan)
             yield offloader
     finally:
         if offloader is not None:

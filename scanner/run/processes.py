@@ -6,12 +6,12 @@ default, forks workers only while the scan is CPU-bound: ``scanner.run.offload``
 with ``fork_worker`` too):
 
 1. The parent lists the first two pages and discovers cut points as a single-process scan
-   does, and groups the resulting ranges into N contiguous shards, in key order.
-2. It forks one worker per shard before any event loop runs in the parent (forking keeps the
+   does, and groups the resulting ranges into N contiguous parts, in key order.
+2. It forks one worker per part before any event loop runs in the parent (forking keeps the
    already-imported modules, so a worker starts in milliseconds). Each worker runs the ordinary
-   pipeline over its shard into a private file, and reports its counters on a pipe.
-3. The parent writes the first page, then each shard's file in order, into the real sink, as
-   the workers finish. Shards tile the key space in order, so concatenation is the merge.
+   pipeline over its part into a private file, and reports its counters on a pipe.
+3. The parent writes the first page, then each part's file in order, into the real sink, as
+   the workers finish. Parts tile the key space in order, so concatenation is the merge.
 
 A failed worker fails the scan with its own error and exit code; on a signal the parent stops
 every worker, and the sink is aborted as usual, so the output is complete or absent.
@@ -26,10 +26,11 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import orjson
@@ -44,23 +45,28 @@ from scanner.errors import (
     first_failure,
 )
 from scanner.keyspace import KeyRange
+from scanner.listing.enumerate import Enumerator
 from scanner.records import ObjectRecord
 from scanner.run.outputs import open_writer
-
-if TYPE_CHECKING:
-    from scanner.run.pipeline import ScanSummary
+from scanner.run.summary import PageHandler, ScanSummary, finish_summary
+from scanner.storage.s3.client import S3PageSource
 
 _COPY_BLOCK = 1 << 20
 T = TypeVar("T")
-# Runs a coroutine function in a fresh event loop and returns its result, or None when a signal
-# stopped it (the CLI's runner, which owns signal handling).
+# Runs a coroutine function in a fresh event loop and returns its result; a signal that stops
+# it raises ``Interrupted`` (``scanner.run.entry.guarded_loop``).
 Runner = Callable[..., Any]
+# What a worker runs: the ordinary pipeline over its ranges (``scanner.run.pipeline.run_scan``,
+# passed in because the pipeline itself forks workers).
+ScanFn = Callable[[ScanConfig, None, Sequence[KeyRange]], Awaitable[ScanSummary]]
 
 
 @dataclass
-class ShardPlan:
+class WorkerSplit:
+    """The key space cut for ``--processes N``: the first page, and each worker's ranges."""
+
     first_page: list[ObjectRecord]
-    shards: list[list[KeyRange]]
+    parts: list[list[KeyRange]]
     requests: int
     retries: int
 
@@ -138,28 +144,20 @@ class Worker:
     report_fd: int
 
 
-def scan_with_processes(config: ScanConfig, run: Runner) -> ScanSummary | None:
-    """The whole multi-process scan; None when a signal stopped it."""
-    import time
-
+def scan_with_processes(config: ScanConfig, run: Runner, scan: ScanFn, live: ScanSummary) -> ScanSummary:
+    """The whole multi-process scan, counted into ``live``."""
     started = time.perf_counter()
-    plan: ShardPlan | None = run(plan_shards, config)
-    if plan is None:
-        return None
-    workers = fork_workers(config, plan.shards)
+    split: WorkerSplit = run(split_for_workers, config)
+    workers = fork_workers(config, split.parts, scan)
     try:
-        summary: ScanSummary | None = run(merge_shards, config, plan, workers)
+        summary: ScanSummary = run(join_workers, config, split, workers, live)
     finally:
         stop_workers(workers)
-    if summary is not None:
-        summary.seconds = time.perf_counter() - started
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
-async def plan_shards(config: ScanConfig) -> ShardPlan:
-    from scanner.listing.enumerate import Enumerator
-    from scanner.storage.s3.client import S3PageSource
-
+async def split_for_workers(config: ScanConfig) -> WorkerSplit:
     async with S3PageSource(config.location, config.connection) as source:
         enumerator = Enumerator(
             source,
@@ -168,29 +166,29 @@ async def plan_shards(config: ScanConfig) -> ShardPlan:
             emit=_never,
         )
         # One range per request slot of the whole scan (each worker gets its share of both):
-        # more would cost a partial page per extra range (130 requests instead of 114 on 100k
-        # DICOM keys with 2 workers), and heavy ranges split themselves anyway.
-        parts = max(config.connection.concurrency, config.processes)
+        # more would cost a partial page per extra range, and heavy ranges split themselves
+        # anyway.
+        slots = max(config.connection.concurrency, config.processes)
         # Two pages before planning: a bucket that small is listed then and there, without
         # discovery probes or worker processes that would cost more than the listing.
-        first_page, ranges = await enumerator.plan(parts, lead_pages=2)
+        first_page, ranges = await enumerator.plan(slots, lead_pages=2)
         requests, retries = source.stats.requests, source.stats.retries
-    shards = group_ranges(ranges, config.processes) if ranges else []
-    return ShardPlan(first_page, shards, requests, retries)
+    parts = group_ranges(ranges, config.processes) if ranges else []
+    return WorkerSplit(first_page, parts, requests, retries)
 
 
 async def _never(slot: object, records: Sequence[ObjectRecord]) -> None:
     raise AssertionError("planning emits nothing")
 
 
-def fork_workers(config: ScanConfig, shards: list[list[KeyRange]]) -> list[Worker]:
-    """One process per shard, each scanning into its own temporary file."""
-    return [fork_worker(config, shard, len(shards)) for shard in shards]
+def fork_workers(config: ScanConfig, parts: list[list[KeyRange]], scan: ScanFn) -> list[Worker]:
+    """One process per part, each scanning into its own temporary file."""
+    return [fork_worker(config, part, len(parts), scan) for part in parts]
 
 
-def fork_worker(config: ScanConfig, ranges: list[KeyRange], workers: int) -> Worker:
+def fork_worker(config: ScanConfig, ranges: list[KeyRange], workers: int, scan: ScanFn) -> Worker:
     """A process that scans ``ranges`` into a temporary file of its own, as one of ``workers``."""
-    fd, path = tempfile.mkstemp(prefix=".scanner-shard-", suffix=".part", dir=config.temp_dir)
+    fd, path = tempfile.mkstemp(prefix=".scanner-worker-", suffix=".part", dir=config.temp_dir)
     os.close(fd)
     read_end, write_end = os.pipe()
     sys.stdout.flush()
@@ -198,13 +196,15 @@ def fork_worker(config: ScanConfig, ranges: list[KeyRange], workers: int) -> Wor
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _worker_main(config, ranges, path, write_end, workers)
+        _worker_main(config, ranges, path, write_end, workers, scan)
     os.close(write_end)
     return Worker(pid, path, read_end)
 
 
-def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd: int, workers: int) -> None:
-    """The forked worker: scan the shard, report on the pipe, exit. Never returns."""
+def _worker_main(
+    config: ScanConfig, ranges: list[KeyRange], path: str, report_fd: int, workers: int, scan: ScanFn
+) -> None:
+    """The forked worker: scan its ranges, report on the pipe, exit. Never returns."""
     if threading.current_thread() is threading.main_thread():  # signals are the main thread's
         # The parent owns interruption and stops its workers itself.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -219,15 +219,13 @@ def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd
     gc.freeze()
     outcome: dict[str, Any] = {}
 
-    def scan() -> None:
-        from scanner.run.pipeline import run_scan
-
+    def scan_ranges() -> None:
         try:
             summary = anyio.run(
-                run_scan,
+                scan,
                 config.for_worker(path, workers),
                 None,
-                shard,
+                ranges,
                 backend="asyncio",
                 backend_options={"use_uvloop": True},
             )
@@ -246,7 +244,7 @@ def _worker_main(config: ScanConfig, shard: list[KeyRange], path: str, report_fd
 
     code = 1
     try:
-        thread = threading.Thread(target=scan, name="scanner-worker")
+        thread = threading.Thread(target=scan_ranges, name="scanner-worker")
         thread.start()
         thread.join()
         report = outcome.get("report", {"error": "the worker stopped without a result", "exit_code": 1})
@@ -265,18 +263,17 @@ def _error_for_exit_code(message: str, code: int) -> ScanError:
     return ScanError(message)
 
 
-async def merge_shards(config: ScanConfig, plan: ShardPlan, workers: list[Worker]) -> ScanSummary:
+async def join_workers(
+    config: ScanConfig, split: WorkerSplit, workers: list[Worker], summary: ScanSummary
+) -> ScanSummary:
     """The first page, then each worker's output in key order, into the real sink."""
-    from scanner.run.pipeline import PageHandler, ScanSummary, finish_summary
-
-    summary = ScanSummary()
-    summary.requests.requests = plan.requests
-    summary.requests.retries = plan.retries
+    summary.requests.requests = split.requests
+    summary.requests.retries = split.retries
     writer = open_writer(config)
     await writer.open()
     try:
         handle = PageHandler(config, summary)
-        first = handle(plan.first_page)
+        first = handle(split.first_page)
         handle.finish()
         if first:
             await writer.write(first)
