@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -s -m soak tests/test_soak.py
+	$(BIN)/python -m pytest -q -s -m soak tests/end_to_end/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -21,9 +21,10 @@ from typing import IO, Final, Protocol
 
 import anyio
 
-from scanner.config import ConnectionConfig, S3Location, parse_s3_uri
+from scanner.config import ConnectionConfig, parse_s3_uri
 from scanner.errors import ScanError, UsageError
-from scanner.storage.errors import ObjectCall, object_errors
+from scanner.storage.base import ObjectStore
+from scanner.storage.s3.store import S3ObjectStore
 
 MANIFEST: Final = "manifest.json"
 PIECE_PREFIX: Final = "piece-"
@@ -67,7 +68,9 @@ class CheckpointStore(Protocol):
 
 def open_store(location: str, connection: ConnectionConfig, temp_dir: str | None) -> CheckpointStore:
     if location.startswith("s3://"):
-        return S3CheckpointStore(parse_s3_uri(location), connection, temp_dir)
+        where = parse_s3_uri(location)
+        objects = S3ObjectStore(where.bucket, connection, role="checkpoint", what="the checkpoint")
+        return ObjectCheckpointStore(objects, where.prefix, temp_dir)
     return LocalCheckpointStore(location)
 
 
@@ -163,45 +166,23 @@ class LocalCheckpointStore:
             raise ScanError(f"cannot remove the checkpoint in {self.directory!r}: {exc.strerror}") from exc
 
 
-class S3CheckpointStore:
-    """Objects under ``s3://BUCKET/PREFIX/``; pieces are journaled locally until published."""
+class ObjectCheckpointStore:
+    """Objects under ``PREFIX/`` of an ``ObjectStore``; pieces are journaled locally until published."""
 
-    def __init__(self, location: S3Location, connection: ConnectionConfig, temp_dir: str | None) -> None:
-        prefix = (
-            location.prefix if not location.prefix or location.prefix.endswith("/") else location.prefix + "/"
-        )
-        self._bucket = location.bucket
-        self._prefix = prefix
-        self._connection = connection
+    def __init__(self, objects: ObjectStore, prefix: str, temp_dir: str | None) -> None:
+        self._objects = objects
+        self._prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self._temp_dir = temp_dir
-        self.where = f"s3://{location.bucket}/{prefix}"
-
-    def _location(self, name: str) -> S3Location:
-        return S3Location(self._bucket, self._prefix + name)
+        self.where = objects.where(self._prefix)
 
     async def open(self) -> None:
         pass
 
     async def read_manifest(self) -> bytes | None:
-        from scanner.storage.s3.download import S3Download
-
-        async with S3Download(self._location(MANIFEST), self._connection) as download:
-            if not download.exists:
-                return None
-            return b"".join([block async for block in download.blocks()])
+        return await self._objects.get(self._prefix + MANIFEST)
 
     async def write_manifest(self, data: bytes) -> None:
-        from scanner.storage.s3.upload import S3UploadSink
-
-        upload = S3UploadSink(self._location(MANIFEST), self._connection)
-        await upload.open()
-        try:
-            await upload.write(data)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await upload.abort()
-            raise
-        await upload.commit()
+        await self._objects.put(self._prefix + MANIFEST, data)
 
     def new_piece(self, name: str) -> Piece:
         try:
@@ -211,9 +192,7 @@ class S3CheckpointStore:
         return Piece(name, file, self.where)
 
     async def publish(self, piece: Piece) -> None:
-        from scanner.storage.s3.upload import S3UploadSink
-
-        upload = S3UploadSink(self._location(piece.name), self._connection)
+        upload = self._objects.upload(self._prefix + piece.name)
         await upload.open()
         try:
             offset = 0
@@ -229,14 +208,12 @@ class S3CheckpointStore:
         piece.file.close()
 
     async def open_piece(self, name: str) -> IO[bytes]:
-        from scanner.storage.s3.download import S3Download
-
         copy = tempfile.TemporaryFile(dir=self._temp_dir)  # noqa: SIM115 - the caller closes
         try:
-            async with S3Download(self._location(name), self._connection) as download:
-                if not download.exists:
+            async with self._objects.read(self._prefix + name) as blocks:
+                if blocks is None:
                     raise ScanError(f"the checkpoint at {self.where} is damaged: piece {name!r} is missing")
-                async for block in download.blocks():
+                async for block in blocks:
                     copy.write(block)
         except BaseException:
             copy.close()
@@ -244,25 +221,10 @@ class S3CheckpointStore:
         return copy
 
     async def clear(self) -> None:
-        from scanner.storage.s3.objects import object_client
-
-        needs = (
-            f"s3:DeleteObject on arn:aws:s3:::{self._bucket}/{self._prefix}* and s3:ListBucket on "
-            f"arn:aws:s3:::{self._bucket}"
-        )
-        call = ObjectCall(
-            "remove", "removing the checkpoint at", self.where, "checkpoint", "the checkpoint", needs
-        )
-        with object_errors(call):
-            async with object_client(self._connection) as client:
-                await client.delete_object(Bucket=self._bucket, Key=self._prefix + MANIFEST)
-                paginator = client.get_paginator("list_objects_v2")
-                async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + PIECE_PREFIX):
-                    keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
-                    if keys:
-                        await client.delete_objects(
-                            Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
-                        )
+        # The manifest first: a failure half-way leaves pieces no manifest names, never the reverse.
+        await self._objects.delete([self._prefix + MANIFEST])
+        pieces = [key async for key in self._objects.keys(self._prefix + PIECE_PREFIX)]
+        await self._objects.delete(pieces)
 
 
 def _fsync_directory(directory: str) -> None:

@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from scanner import __version__
 from scanner.cli.selection import add_selection_arguments, selection_from_args
@@ -48,9 +48,11 @@ from scanner.report.events import (
     summary_document,
     write_summary,
 )
-from scanner.run.entry import Watcher, run
-from scanner.run.processes import usable_cpus
-from scanner.run.summary import ScanSummary
+from scanner.run.cpus import usable_cpus
+
+if TYPE_CHECKING:
+    from scanner.run.entry import Watcher
+    from scanner.run.summary import ScanSummary
 
 ENV_PREFIX = "SCANNER_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -415,6 +417,10 @@ def _secrets() -> tuple[str, ...]:
 
 def _run(config: ScanConfig, reporting: Reporting) -> int:
     """Run the scan through ``scanner.run.entry.run``; report it; the exit code."""
+    # Imported here, not above: --version, --help and usage errors need none of the listing.
+    from scanner.run.entry import run
+    from scanner.run.summary import ScanSummary
+
     console = Console(_secrets())
     log = EventLog(reporting.log_format, reporting.log_level)
     log.secrets = console.secrets

@@ -20,6 +20,7 @@ from typing import BinaryIO, Protocol
 
 from scanner.config import ConnectionConfig, parse_s3_object_uri
 from scanner.errors import OutputClosed, ScanError, UsageError
+from scanner.storage.s3.store import S3ObjectStore
 
 _BUFFER: int = 1 << 20
 
@@ -210,11 +211,14 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def open_sink(output: str, connection: ConnectionConfig | None = None) -> Sink:
+def open_sink(
+    output: str, connection: ConnectionConfig | None = None, *, role: str = "output", what: str = "the output"
+) -> Sink:
+    """Standard output, an S3 object (through the ``ObjectStore``), or a local file."""
     if output == "-":
         return StdoutSink()
     if output.startswith("s3://"):
-        from scanner.storage.s3.upload import S3UploadSink
-
-        return S3UploadSink(parse_s3_object_uri(output), connection or ConnectionConfig())
+        where = parse_s3_object_uri(output)
+        objects = S3ObjectStore(where.bucket, connection or ConnectionConfig(), role=role, what=what)
+        return objects.upload(where.prefix)
     return AtomicFileSink(output)

@@ -26,8 +26,9 @@ import anyio
 
 from scanner.config import ScanConfig
 from scanner.errors import stopped_by
+from scanner.run.cpus import can_fork
 from scanner.run.pipeline import run_scan
-from scanner.run.processes import Runner, can_fork, scan_with_processes
+from scanner.run.processes import Runner, scan_with_processes
 from scanner.run.summary import ScanSummary
 
 # A task that runs beside the scan until it ends (e.g. a progress display); it is cancelled then.

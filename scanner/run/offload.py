@@ -28,7 +28,8 @@ from anyio.abc import TaskGroup
 
 from scanner.config import MAX_KEYS_PER_PAGE, ScanConfig
 from scanner.keyspace import KeyRange
-from scanner.run.processes import ScanFn, Worker, can_fork, collect, fork_worker, stop_workers
+from scanner.run.cpus import can_fork
+from scanner.run.processes import ScanFn, Worker, collect, fork_worker, stop_workers
 from scanner.storage.limits import AdaptiveLimiter
 
 # A worker costs a fork, its own S3 client and a partial page where its range ends: worth it for

@@ -1,10 +1,14 @@
-"""The listing protocol every store implements, and the rules of paging through it."""
+"""The two protocols of the storage seam: listing pages (``PageSource``, and the rules of paging
+through it) and whole objects (``ObjectStore``, ``Upload``). S3 implements both in
+``scanner.storage.s3``; ``scanner.storage.memory`` implements both in memory, under the same contract
+tests."""
 
 from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,3 +55,50 @@ def next_token(page: ListPage, sent: str | None) -> str:
     if token == sent:
         raise ScanError("the server repeated a continuation token; listing on would loop forever")
     return token
+
+
+class Upload(Protocol):
+    """An object being written: invisible at its key until ``commit``; ``abort`` leaves nothing."""
+
+    async def open(self) -> None: ...
+    async def write(self, chunk: bytes) -> None: ...
+    async def commit(self) -> None: ...
+    async def abort(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    """Whole objects in one bucket: what outputs, checkpoints, state and plans keep there.
+
+    Every failure is a ``ScanError`` of the documented kinds (``scanner.storage.errors`` maps
+    them for S3); a missing key is an answer (``None``, ``False``), never an error.
+    """
+
+    def where(self, key: str) -> str:
+        """``s3://BUCKET/KEY``, for messages."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The whole body of a small object (a manifest, a plan), or None if there is none."""
+        ...
+
+    def read(
+        self, key: str, block_size: int = ...
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes] | None]:
+        """``async with store.read(key) as blocks``: the body block by block, or None if missing."""
+        ...
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        """Store ``data`` at ``key``; with ``if_absent``, only if nothing is there (False if so)."""
+        ...
+
+    def upload(self, key: str) -> Upload:
+        """A streamed write of any size (multipart for S3), visible only once committed."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove ``keys``; those already gone are no error."""
+        ...
+
+    def keys(self, prefix: str) -> AsyncIterator[str]:
+        """Every key under ``prefix``, in no promised order."""
+        ...

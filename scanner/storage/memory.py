@@ -1,4 +1,5 @@
-"""An in-memory store with the listing contract of S3, in each dialect the scanner meets.
+"""In-memory stores with S3's contracts: listing, in each dialect the scanner meets
+(``MemoryStore``), and whole objects (``MemoryObjectStore``).
 
 For tests of the listing strategies and for notebooks without a server. It keeps ListObjectsV2's
 rules (``Prefix``, ``Delimiter``, ``MaxKeys``, continuation tokens, ``StartAfter`` exclusive) in
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from scanner.config import MAX_KEYS_PER_PAGE
-from scanner.errors import FolderPrefixRequired, StartAfterIgnored, UsageError
+from scanner.errors import FolderPrefixRequired, ScanError, StartAfterIgnored, UsageError
 from scanner.keyspace import KeyRange
 from scanner.records import ObjectRecord
 from scanner.storage.base import ListPage, is_strictly_increasing
@@ -117,3 +119,69 @@ class MemoryStore:
 
 def _increasing(records: list[ObjectRecord]) -> bool:
     return is_strictly_increasing([record.key for record in records])
+
+
+class MemoryObjectStore:
+    """``ObjectStore`` in memory, with S3's rules: uploads invisible until committed,
+    ``if_absent`` puts that only one writer wins, missing keys as answers."""
+
+    def __init__(self, bucket: str = "memory") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, bytes] = {}
+
+    def where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    async def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    @asynccontextmanager
+    async def read(self, key: str, block_size: int = 1 << 20) -> AsyncIterator[AsyncIterator[bytes] | None]:
+        data = self.objects.get(key)
+        yield None if data is None else _blocks(data, block_size)
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        if if_absent and key in self.objects:
+            return False
+        self.objects[key] = bytes(data)
+        return True
+
+    def upload(self, key: str) -> MemoryUpload:
+        return MemoryUpload(self, key)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+    async def keys(self, prefix: str) -> AsyncIterator[str]:
+        for key in [key for key in self.objects if key.startswith(prefix)]:
+            yield key
+
+
+async def _blocks(data: bytes, block_size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), block_size):
+        yield data[start : start + block_size]
+
+
+class MemoryUpload:
+    def __init__(self, store: MemoryObjectStore, key: str) -> None:
+        self._store = store
+        self._key = key
+        self._parts: list[bytes] | None = None
+
+    async def open(self) -> None:
+        self._parts = []
+
+    async def write(self, chunk: bytes) -> None:
+        if self._parts is None:
+            raise ScanError(f"writing {self._store.where(self._key)} before it was opened")
+        self._parts.append(bytes(chunk))
+
+    async def commit(self) -> None:
+        if self._parts is None:
+            raise ScanError(f"committing {self._store.where(self._key)}, which is not open")
+        self._store.objects[self._key] = b"".join(self._parts)
+        self._parts = None
+
+    async def abort(self) -> None:
+        self._parts = None

@@ -22,9 +22,18 @@ PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum for all but the last part is 
 
 class S3UploadSink:
     def __init__(
-        self, location: S3Location, connection: ConnectionConfig, part_size: int = PART_SIZE
+        self,
+        location: S3Location,
+        connection: ConnectionConfig,
+        part_size: int = PART_SIZE,
+        *,
+        role: str = "output",
+        what: str = "the output",
     ) -> None:
         self.location = location
+        # Whose object it is, for error messages ("output", "state", "checkpoint", "plan").
+        self._role = role
+        self._what = what
         self._connection = connection
         self._part_size = part_size
         self._buffer: list[bytes] = []
@@ -114,7 +123,7 @@ class S3UploadSink:
     async def _call(self, method: Any, **params: Any) -> Any:
         where = f"s3://{self.location.bucket}/{self.location.prefix}"
         needs = f"s3:PutObject on arn:aws:s3:::{self.location.bucket}/{self.location.prefix}"
-        with object_errors(ObjectCall("write", "writing", where, "output", "the output", needs)):
+        with object_errors(ObjectCall("write", "writing", where, self._role, self._what, needs)):
             return await method(**params)
 
 
@@ -128,7 +137,14 @@ def _content_type(key: str) -> str:
     return "application/octet-stream"
 
 
-async def put_new_object(location: S3Location, connection: ConnectionConfig, data: bytes) -> bool:
+async def put_new_object(
+    location: S3Location,
+    connection: ConnectionConfig,
+    data: bytes,
+    *,
+    role: str = "plan",
+    what: str = "the plan",
+) -> bool:
     """Create the object with ``data`` unless the key exists (``If-None-Match: *``).
 
     True when this call created it; False when the key already existed, or another writer's
@@ -137,7 +153,7 @@ async def put_new_object(location: S3Location, connection: ConnectionConfig, dat
     """
     from botocore.exceptions import ClientError
 
-    sink = S3UploadSink(location, connection)
+    sink = S3UploadSink(location, connection, role=role, what=what)
     await sink.open()
     try:
         await sink._call(

@@ -36,7 +36,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 IAM_DIR = REPO_ROOT / "deploy" / "iam"
 
@@ -491,7 +491,7 @@ def test_every_shard_uses_the_one_plan_and_the_merge_reads_them_all(manifests: l
 
     - every pod gets the same --plan key: no per-pod variable in it, so all read one object;
     - --create-plan makes the first pod that finds none store one with a conditional put, so
-      the key holds exactly one plan (tests/test_sharded_job.py runs the pods against RGW);
+      the key holds exactly one plan (tests/end_to_end/test_sharded_job.py runs the pods against RGW);
     - there is no other way to shard: --shard without --plan is refused (exit 2);
     - the merge reads the outputs of shards 0 to N-1, in order, with the same plan, so it
       refuses outputs that do not fit it.

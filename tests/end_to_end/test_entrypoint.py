@@ -43,11 +43,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import test_report
 from tests.conftest import S3Target
+from tests.end_to_end import test_report
 from tests.faultproxy import Request, fault_proxy
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 CONTAINER = "scanner"
 # Where the Dockerfile installs the scanner's venv (COPY --from=build /opt/scanner /opt/scanner).

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.errors import EndpointError, first_failure
 from scanner.filters import FilterSpec
+from scanner.run.cpus import cpu_limit_from_cpu_max
 from scanner.run.offload import CpuGauge
 from scanner.run.pipeline import run_scan
-from scanner.run.processes import cpu_limit_from_cpu_max
 from scanner.run.summary import ScanSummary
 from scanner.storage.s3.client import S3PageSource
 from tests.conftest import S3Target, run_scanner

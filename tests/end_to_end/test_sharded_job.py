@@ -1,7 +1,7 @@
 """The sharded scan as Kubernetes runs it, outside Docker: the Indexed Job's pods, then the merge
 Job, against Ceph RGW, compared byte for byte with the one-pod Job's output.
 
-Each pod is built the way ``tests/test_entrypoint.py`` builds the CronJob's, from the files
+Each pod is built the way ``tests/end_to_end/test_entrypoint.py`` builds the CronJob's, from the files
 themselves: the image's entrypoint and environment (Dockerfile), the container's args with
 ``$(VAR)`` expanded as the kubelet does, its env (the downward API's completion index and job
 name) and envFrom (the ConfigMap, the example Secret's keys and endpoint). Only the bucket, the
@@ -23,9 +23,9 @@ import yaml
 
 from benchmarks.layouts import LAYOUTS
 from scanner.run.sharding import ShardPlanFile
-from tests import test_report
 from tests.conftest import S3Target
-from tests.test_entrypoint import (
+from tests.end_to_end import test_report
+from tests.end_to_end.test_entrypoint import (
     CONTAINER,
     IMAGE_VENV,
     K8S_DIR,
@@ -191,7 +191,7 @@ def test_the_sharded_job_and_its_merge_equal_the_one_pod_job(
         "scan",
         f"--output=s3://{bucket}/bucket-scanner/output/objects.jsonl",
     ]
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     result = subprocess.run(
         single, env=env, cwd=files.tmp, capture_output=True, text=True, timeout=300, check=False
     )

@@ -1,0 +1,94 @@
+"""Ordering and spill on their own: producers finish in any order, the writer sees key order."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scanner.output.external_sort import ExternalSort
+from scanner.output.ordering import OrderedOutput, Segment
+from scanner.records import ObjectRecord
+
+
+def _chain(output: OrderedOutput, count: int) -> list[Segment]:
+    """``count`` segments in key order: the first, then ``count - 1`` inserted after it."""
+    bounds = [(f"k{index:03d}", f"k{index + 1:03d}") for index in range(1, count)]
+    return [output.first, *output.insert_after(output.first, bounds)]
+
+
+def _run(budget: int, chunks_per_segment: int, segments: int, seed: int) -> tuple[list[bytes], int]:
+    output = OrderedOutput(memory_budget=budget, head_limit=64)
+    chain = _chain(output, segments)
+    expected = [b"%03d-%03d;" % (s, c) for s in range(segments) for c in range(chunks_per_segment)]
+    written: list[bytes] = []
+    order = list(range(segments))
+    random.Random(seed).shuffle(order)
+
+    async def write(block: bytes) -> None:
+        written.append(block)
+
+    async def produce(index: int) -> None:
+        for chunk in range(chunks_per_segment):
+            await output.put(chain[index], b"%03d-%03d;" % (index, chunk))
+            await anyio.sleep(0)
+        output.finish(chain[index])
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(output.drain, write)
+            for index in order:
+                group.start_soon(produce, index)
+        output.close()
+
+    anyio.run(main)
+    assert b"".join(written) == b"".join(expected)
+    return written, output.spilled_bytes
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    budget=st.sampled_from([0, 16, 1 << 20]),
+    chunks=st.integers(1, 8),
+    segments=st.integers(1, 12),
+    seed=st.integers(0, 1000),
+)
+def test_output_is_in_segment_order_whatever_order_producers_run_in(
+    budget: int, chunks: int, segments: int, seed: int
+) -> None:
+    _run(budget, chunks, segments, seed)
+
+
+def test_segments_behind_the_head_spill_past_the_budget() -> None:
+    _, spilled = _run(budget=0, chunks_per_segment=5, segments=6, seed=1)
+    assert spilled > 0
+    _, spilled = _run(budget=1 << 20, chunks_per_segment=5, segments=6, seed=1)
+    assert spilled == 0
+
+
+def test_insert_after_hands_over_the_rest_of_the_range() -> None:
+    head = Segment(None, None)
+    output = OrderedOutput(memory_budget=0, first=head)
+    new = output.insert_after(head, [("m", "t"), ("t", None)])
+    assert (head.end, [(s.after, s.end) for s in new]) == ("m", [("m", "t"), ("t", None)])
+    assert output.segments() == [head, *new]
+
+
+def _record(key: str) -> ObjectRecord:
+    return ObjectRecord(key, 1, "2026-12-01T00:00:00.000Z", '"e"', "STANDARD")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    keys=st.sets(st.text(min_size=1, max_size=6), max_size=300), budget=st.sampled_from([0, 2000, 1 << 20])
+)
+def test_external_sort_gives_byte_order_in_bounded_runs(keys: set[str], budget: int) -> None:
+    keys_list = list(keys)
+    random.Random(0).shuffle(keys_list)
+    sort = ExternalSort(memory_budget=budget)
+    for start in range(0, len(keys_list), 7):
+        sort.add([_record(key) for key in keys_list[start : start + 7]])
+    out = [record.key for page in sort.pages(size=10) for record in page]
+    assert out == sorted(keys, key=lambda key: key.encode("utf-8", "surrogatepass"))
