@@ -8,7 +8,7 @@ counting the keys of every shard: the figure reported is the largest shard over 
     python -m benchmarks.plan_balance --keys 100000 --keys 1000000 --shards 4 --shards 16 --shards 64
     python -m benchmarks.plan_balance --keys 1000000 --requests-per-shard 16   # sampled, not listed
 
-By default a plan may spend ``scanner.run.sharding.plan_budget`` requests (16 a shard, at least
+By default a plan may spend ``scanner.listing.plan.plan_budget`` requests (16 a shard, at least
 1,024), which lists a bucket of up to about a million keys whole: its plan is exact.
 ``--requests-per-shard`` drops the floor, so that planning a million keys has to estimate, as
 planning a billion does with the default.
@@ -32,8 +32,8 @@ from collections.abc import Callable
 import anyio
 
 from benchmarks.layouts import LAYOUTS
+from scanner.listing.plan import plan_budget
 from scanner.listing.planning import Sampler, cut_points
-from scanner.run.sharding import plan_budget
 from tests.memory_source import MemoryBucket
 
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from scanner.config import ConnectionConfig
 from scanner.errors import UsageError
 from scanner.keyspace import KeyRange
-from scanner.run.sharding import Shard, ShardPlanFile, merge_shards, tile
+from scanner.listing.plan import Shard, ShardPlanFile, tile
+from scanner.output.merge import merge_shards
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
 from tests.keysets import ODD_KEYS, flat_keys, nested_keys, utf8_sorted
 
@@ -71,9 +72,9 @@ def record_line(key: str) -> bytes:
 
 def test_merge_reads_lines_across_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Inputs are read a block at a time; a line cut by a block boundary is joined again."""
-    import scanner.run.sharding
+    import scanner.output.merge
 
-    monkeypatch.setattr(scanner.run.sharding, "_MERGE_BLOCK", 7)
+    monkeypatch.setattr(scanner.output.merge, "_MERGE_BLOCK", 7)
     keys = [[f"a{n:03d}" for n in range(0, 60, 2)], [f"a{n:03d}" for n in range(1, 60, 2)]]
     paths = []
     for index, shard in enumerate(keys):
@@ -315,7 +316,7 @@ def test_shards_racing_to_plan_end_up_with_one_plan(s3: S3Target) -> None:
     """No shard waits here: all make a plan and try to store it at once. One conditional put
     wins, and every shard, the winner too, returns the plan stored at the key."""
     from scanner.config import parse_s3_uri
-    from scanner.run.sharding import shared_plan
+    from scanner.listing.plan import shared_plan
 
     bucket = s3.shared_bucket("flat", flat_keys())
     out = s3.new_bucket()
@@ -347,7 +348,7 @@ def test_a_server_that_ignores_the_condition_is_refused(
     a plan of their own: the shard stops (exit code 2) rather than list with one."""
     import scanner.storage.s3.upload
     from scanner.config import parse_s3_uri
-    from scanner.run.sharding import shared_plan
+    from scanner.listing.plan import shared_plan
 
     async def always_created(location: object, connection: object, data: bytes) -> bool:
         return True

@@ -15,15 +15,15 @@ from typing import Any
 from scanner.config import ConnectionConfig, OutputFormat, S3Location, ScanConfig, parse_s3_uri
 from scanner.errors import UsageError
 from scanner.keyspace import KeyRange
-from scanner.run.sharding import (
+from scanner.listing.plan import (
     PLAN_WAIT,
     Shard,
     ShardPlanFile,
-    merge_shards,
     read_plan,
     shared_plan,
     write_plan,
 )
+from scanner.output.merge import merge_shards
 
 
 def add_shard_commands(
@@ -155,7 +155,7 @@ def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[.
 def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.run.sharding import make_plan
+    from scanner.listing.plan import make_plan
 
     if not args.uri:
         raise UsageError("no S3 URI given (scanner plan s3://BUCKET[/PREFIX] --shards N)")
@@ -244,7 +244,9 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         await writer.open()
         try:
             page = []
-            async for record in merge_shards(args.inputs, connection, plan):
+            async for record in merge_shards(
+                args.inputs, connection, plan.ranges if plan is not None else None
+            ):
                 page.append(record)
                 if len(page) == 1000:
                     await writer.write(encode(page))
