@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.config import ConnectionConfig
-from scanner.errors import UsageError
+from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.listing.plan import Shard, ShardPlanFile, tile
 from scanner.output.merge import merge_shards
@@ -63,6 +63,58 @@ def test_damaged_plan_is_rejected() -> None:
     backwards = [KeyRange("", None, "m"), KeyRange("", "m", "c"), KeyRange("", "c", None)]
     with pytest.raises(UsageError, match="not in key order"):
         ShardPlanFile.from_json(ShardPlanFile("s3://b/", backwards).to_json(), "")
+
+
+def test_an_over_decomposed_plan_gives_each_shard_every_nth_part() -> None:
+    ranges = tile("", [f"k{n:02d}" for n in range(11)], 12)
+    plan = ShardPlanFile("s3://bucket/", ranges, 40, True, list(range(12)), shards=3)
+    assert plan.shard_count == 3
+    assert plan.parts_per_shard == 4
+    assert plan.owners == [0, 1, 2] * 4
+    assert plan.parts_of(Shard(1, 3)) == [ranges[1], ranges[4], ranges[7], ranges[10]]
+    assert plan.shard_estimates() == [0 + 3 + 6 + 9, 1 + 4 + 7 + 10, 2 + 5 + 8 + 11]
+    assert "4 parts a shard, round-robin" in plan.describe()
+    document = orjson.loads(plan.to_json())
+    assert (document["version"], document["shards"], document["assignment"]) == (2, 3, "round-robin")
+    assert len(document["parts"]) == 12
+    assert ShardPlanFile.from_json(plan.to_json()) == plan
+    with pytest.raises(UsageError, match="has 3 shards, not 12"):
+        plan.parts_of(Shard(0, 12))
+    with pytest.raises(UsageError, match="a plan of 12 parts cannot be shared among 5 shards"):
+        ShardPlanFile("s3://bucket/", ranges, shards=5)
+
+
+def test_a_version_1_plan_is_read_as_one_part_a_shard() -> None:
+    shards = [
+        {"start_after": None, "end": "m", "estimated_keys": 5},
+        {"start_after": "m", "end": None, "estimated_keys": 7},
+    ]
+    document = {"format": "bucket-scanner-plan", "version": 1, "uri": "s3://bucket/p/", "exact": True}
+    plan = ShardPlanFile.from_json(orjson.dumps({**document, "shards": shards}))
+    assert plan.ranges == [KeyRange("p/", None, "m"), KeyRange("p/", "m", None)]
+    assert (plan.shard_count, plan.parts_per_shard, plan.shard_estimates()) == (2, 1, [5, 7])
+
+
+def test_merge_takes_each_input_as_the_parts_of_one_shard(tmp_path: Path) -> None:
+    """Inputs hold interleaved parts (round-robin); a part in the wrong input is refused."""
+    ranges = tile("", ["b", "d", "f"], 4)  # parts: ..b, b..d, d..f, f..
+    owners = [0, 1, 0, 1]
+    shard_keys = [["a", "e", "f"], ["c", "d", "g", "z"]]
+    paths = []
+    for index, keys in enumerate(shard_keys):
+        path = tmp_path / f"shard-{index}.jsonl"
+        path.write_bytes(b"".join(record_line(key) for key in keys))
+        paths.append(str(path))
+
+    async def merged(inputs: list[str]) -> list[str]:
+        return [record.key async for record in merge_shards(inputs, ConnectionConfig(), ranges, owners)]
+
+    assert anyio.run(merged, paths) == ["a", "c", "d", "e", "f", "g", "z"]
+    assert anyio.run(merged, paths[::-1]) == ["a", "c", "d", "e", "f", "g", "z"]
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_bytes(record_line("a") + record_line("c"))  # parts 0 and 1: shards 0 and 1
+    with pytest.raises(ScanError, match="holds keys of shards 0 and 1 of the plan"):
+        anyio.run(merged, [str(wrong), paths[1]])
 
 
 def record_line(key: str) -> bytes:
@@ -122,7 +174,8 @@ def test_shards_of_a_plan_file_merge_to_a_single_scan(s3: S3Target, tmp_path: Pa
     assert "every key listed" in result.stderr
     document = json.loads(plan.read_text())
     assert document["exact"] is True
-    assert sum(shard["estimated_keys"] for shard in document["shards"]) == len(keys)
+    assert document["shards"] == count
+    assert sum(part["estimated_keys"] for part in document["parts"]) == len(keys)
     outputs = [str(tmp_path / f"shard-{i}.jsonl") for i in range(count)]
     shard_processes(
         [
@@ -184,6 +237,42 @@ def test_shards_share_the_one_plan_the_first_stores_and_merge_from_s3_to_s3(s3: 
         merged_body = client.get_object(Bucket=out, Key=f"merged.{output_format}")["Body"].read()
         single_body = client.get_object(Bucket=out, Key=f"single.{output_format}")["Body"].read()
         assert merged_body == single_body, output_format
+
+
+def test_over_decomposed_shards_share_one_plan_and_merge_to_a_single_scan(s3: S3Target) -> None:
+    """Three shards of four parts each (SCANNER_PARTS_PER_SHARD, as the Indexed Job sets it),
+    the plan shared through S3, outputs to S3 and merged from S3: the single scan's bytes."""
+    keys = nested_keys()
+    bucket = s3.shared_bucket("nested", keys)
+    out = s3.new_bucket()
+    uri = f"s3://{bucket}"
+    plan = f"s3://{out}/shards/plan.json"
+    count = 3
+    outputs = [f"s3://{out}/shards/shard-{i}.jsonl" for i in range(count)]
+    shard_processes(
+        [
+            ["scan", uri, "--shard", f"{i}/{count}", "--plan", plan, "--create-plan", "-o", outputs[i]]
+            for i in range(count)
+        ],
+        {**s3.env(), "SCANNER_PARTS_PER_SHARD": "4"},
+    )
+    client = s3.client()
+    stored = ShardPlanFile.from_json(client.get_object(Bucket=out, Key="shards/plan.json")["Body"].read())
+    assert (stored.shard_count, len(stored.ranges)) == (count, 12)
+    for index in range(count):
+        body = client.get_object(Bucket=out, Key=f"shards/shard-{index}.jsonl")["Body"].read()
+        listed = [orjson.loads(line)["key"] for line in body.splitlines()]
+        assert listed == sorted(
+            key for key in keys if any(r.contains(key) for r in stored.parts_of(Shard(index, count)))
+        )
+    merged = f"s3://{out}/merged.jsonl"
+    result = run_scanner(["merge", *outputs, "--plan", plan, "-o", merged], s3.env())
+    assert result.returncode == 0, result.stderr
+    single = f"s3://{out}/single.jsonl"
+    result = run_scanner(["scan", uri, "-o", single], s3.env())
+    assert result.returncode == 0, result.stderr
+    merged_body = client.get_object(Bucket=out, Key="merged.jsonl")["Body"].read()
+    assert merged_body == client.get_object(Bucket=out, Key="single.jsonl")["Body"].read()
 
 
 def test_a_stored_plan_is_what_every_later_shard_uses(moto_target: S3Target, tmp_path: Path) -> None:
@@ -360,3 +449,16 @@ def test_a_server_that_ignores_the_condition_is_refused(
     connection = ConnectionConfig(endpoint_url=moto_target.endpoint_url, addressing_style="path")
     with pytest.raises(UsageError, match="ignored If-None-Match"):
         anyio.run(shared_plan, f"s3://{out}/plan.json", parse_s3_uri(f"s3://{bucket}"), connection, 2)
+
+
+def test_a_shards_parts_keep_their_own_ends_in_the_output_order() -> None:
+    """The segments a shard's parts are written through stand for those parts only: a resumed
+    scan lists what is left of each, never the other shards' keys between them."""
+    from scanner.output.ordering import OrderedOutput, Segment
+
+    output = OrderedOutput(1 << 20, first=Segment(None, "b"))
+    later = output.insert_after(output.first, [("d", "f"), ("h", None)])
+    assert [(s.after, s.end) for s in output.segments()] == [(None, "b"), ("d", "f"), ("h", None)]
+    # Splitting the rest of a range still hands its tail to the new segment.
+    inside = output.insert_after(later[0], [("e", "f")])
+    assert (later[0].end, inside[0].after, inside[0].end) == ("e", "e", "f")

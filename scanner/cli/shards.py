@@ -25,6 +25,11 @@ from scanner.listing.plan import (
 )
 from scanner.output.merge import merge_shards
 
+PARTS_HELP = (
+    "cut the prefix into this many parts a shard, shard I taking parts I, I+COUNT, I+2*COUNT, ... "
+    "(over-decomposition: evens out shards where a plan misjudges a region; default 1)"
+)
+
 
 def add_shard_commands(
     commands: Any,
@@ -50,6 +55,7 @@ def add_shard_commands(
         type=positive_int,
         help="most ListObjectsV2 requests to spend (default: 16 per shard, at least 1024)",
     )
+    plan.add_argument("--parts-per-shard", type=positive_int, help=PARTS_HELP)
     add_connection_arguments(plan)
 
     merge = commands.add_parser(
@@ -98,10 +104,10 @@ def shard_from_args(args: argparse.Namespace) -> Shard | None:
     return None
 
 
-def shard_range_from_args(
+def shard_ranges_from_args(
     args: argparse.Namespace, location: S3Location, connection: ConnectionConfig
-) -> KeyRange | None:
-    """The range ``scan --shard`` lists: shard INDEX of the plan, which every shard shares."""
+) -> tuple[KeyRange, ...] | None:
+    """The ranges ``scan --shard`` lists: shard INDEX's parts of the plan every shard shares."""
     import anyio
 
     shard = shard_from_args(args)
@@ -123,7 +129,7 @@ def shard_range_from_args(
         # The first shard makes the plan; the others give it time to before they make one.
         wait = 0.0 if shard.index == 0 else PLAN_WAIT
         plan, _ = anyio.run(
-            functools.partial(shared_plan, wait=wait),
+            functools.partial(shared_plan, wait=wait, parts_per_shard=args.parts_per_shard or 1),
             args.plan,
             location,
             connection,
@@ -135,7 +141,7 @@ def shard_range_from_args(
         if found is None:
             raise UsageError(f"there is no shard plan at {args.plan} (add --create-plan to make one there)")
         plan = found
-    return plan.range_of(shard)
+    return tuple(plan.parts_of(shard))
 
 
 def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[..., ConnectionConfig]) -> int:
@@ -167,7 +173,13 @@ def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         if not os.path.isdir(directory):
             raise UsageError(f"output directory {directory!r} does not exist")
     plan: ShardPlanFile = anyio.run(
-        make_plan, location, connection, args.shards, args.requests, backend="asyncio"
+        make_plan,
+        location,
+        connection,
+        args.shards,
+        args.requests,
+        args.parts_per_shard or 1,
+        backend="asyncio",
     )
     if args.output in (None, "-"):
         sys.stdout.buffer.write(plan.to_json())
@@ -238,15 +250,15 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         grouping=grouping,
     )
     encode = page_encoder(config)
+    ranges = plan.ranges if plan is not None else None
+    owners = plan.owners if plan is not None else None
 
     async def merge() -> None:
         writer = open_writer(config)
         await writer.open()
         try:
             page = []
-            async for record in merge_shards(
-                args.inputs, connection, plan.ranges if plan is not None else None
-            ):
+            async for record in merge_shards(args.inputs, connection, ranges, owners):
                 page.append(record)
                 if len(page) == 1000:
                     await writer.write(encode(page))

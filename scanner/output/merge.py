@@ -80,21 +80,32 @@ async def _records(path: str, connection: ConnectionConfig) -> AsyncGenerator[Ob
 
 
 async def merge_shards(
-    paths: Sequence[str], connection: ConnectionConfig, ranges: Sequence[KeyRange] | None = None
+    paths: Sequence[str],
+    connection: ConnectionConfig,
+    ranges: Sequence[KeyRange] | None = None,
+    owners: Sequence[int] | None = None,
 ) -> AsyncIterator[ObjectRecord]:
     """Records of key-ordered JSON Lines shard outputs (files or S3 objects), merged by key.
 
-    Memory is one block and one record per input. Shards must not overlap. Given the ranges of
-    the plan they were listed with, each input must also hold keys of one shard of it only, and no two inputs
-    the same shard: outputs of different runs or plans are told apart from a complete set (in
-    whatever order the inputs come, ``shard-10`` sorting before ``shard-2`` included).
+    Memory is one block and one record per input. Shards must not overlap. Given the parts of
+    the plan they were listed with (``ranges``, in key order) and the shard each part belongs
+    to (``owners``; default: part ``i`` is shard ``i``), each input must also hold keys of one
+    shard's parts only, and no two inputs the same shard: outputs of different runs or plans are
+    told apart from a complete set (in whatever order the inputs come, ``shard-10`` sorting
+    before ``shard-2`` included).
     """
-    if ranges is not None and len(paths) != len(ranges):
-        raise UsageError(f"the shard plan has {len(ranges)} shards, but {len(paths)} inputs were given")
+    if ranges is not None:
+        owners = list(owners) if owners is not None else list(range(len(ranges)))
+        if len(owners) != len(ranges):
+            raise UsageError(f"the shard plan has {len(ranges)} parts but {len(owners)} owners")
+        count = max(owners, default=-1) + 1
+        if len(paths) != count:
+            raise UsageError(f"the shard plan has {count} shards, but {len(paths)} inputs were given")
     ends = [r.end for r in ranges[:-1] if r.end is not None] if ranges is not None else []
+    part_owners = owners or []
 
     def shard_of(key: str) -> int:
-        return bisect.bisect_left(ends, key)
+        return part_owners[bisect.bisect_left(ends, key)]
 
     streams = [_records(path, connection) for path in paths]
     heap: list[tuple[str, int, ObjectRecord]] = []
