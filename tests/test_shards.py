@@ -462,3 +462,77 @@ def test_a_shards_parts_keep_their_own_ends_in_the_output_order() -> None:
     # Splitting the rest of a range still hands its tail to the new segment.
     inside = output.insert_after(later[0], [("e", "f")])
     assert (later[0].end, inside[0].after, inside[0].end) == ("e", "e", "f")
+
+
+@pytest.mark.parametrize("parts_per_shard", [1, 2])
+def test_shard_outputs_kept_as_parts_with_a_manifest(
+    moto_target: S3Target, tmp_path: Path, parts_per_shard: int
+) -> None:
+    """``merge --manifest-only``: the outputs stay where they are, listed with what a reader
+    needs and checked against the plan; with one part a shard, in order they are the scan."""
+    import hashlib
+
+    keys = [f"k{n:05d}" for n in range(3000)]
+    bucket = moto_target.shared_bucket("manifest-flat", keys)
+    out = moto_target.new_bucket()
+    env = moto_target.env()
+    uri, count = f"s3://{bucket}", 3
+    plan = tmp_path / "plan.json"
+    args = ["plan", uri, "--shards", str(count), "--parts-per-shard", str(parts_per_shard), "-o", str(plan)]
+    assert run_scanner(args, env).returncode == 0
+    outputs = [f"s3://{out}/shards/shard-{i}.jsonl" for i in range(count)]
+    shard_processes(
+        [
+            ["scan", uri, "--shard", f"{i}/{count}", "--plan", str(plan), "-o", outputs[i]]
+            for i in range(count)
+        ],
+        env,
+    )
+    manifest = f"s3://{out}/shards/manifest.json"
+    result = run_scanner(
+        ["merge", *outputs[::-1], "--plan", str(plan), "--manifest-only", "-o", manifest], env
+    )
+    assert result.returncode == 0, result.stderr
+    client = moto_target.client()
+    document = orjson.loads(client.get_object(Bucket=out, Key="shards/manifest.json")["Body"].read())
+    assert (document["format"], document["fileFormat"]) == ("bucket-scanner-parts-manifest", "jsonl")
+    assert (document["shards"], document["parts"], document["records"]) == (
+        count,
+        count * parts_per_shard,
+        3000,
+    )
+    assert document["in_key_order"] is (parts_per_shard == 1)
+    stored = ShardPlanFile.from_json(plan.read_bytes())
+    bodies = []
+    for index, entry in enumerate(document["files"]):
+        assert (entry["key"], entry["shard"]) == (outputs[index], index)  # in shard order
+        body = client.get_object(Bucket=out, Key=f"shards/shard-{index}.jsonl")["Body"].read()
+        bodies.append(body)
+        listed = [orjson.loads(line)["key"] for line in body.splitlines()]
+        assert (entry["size"], entry["records"]) == (len(body), len(listed))
+        assert (entry["first_key"], entry["last_key"]) == (listed[0], listed[-1])
+        assert entry["MD5checksum"] == hashlib.md5(body).hexdigest()
+        assert entry["SHA256checksum"] == hashlib.sha256(body).hexdigest()
+        parts = stored.parts_of(Shard(index, count))
+        assert entry["parts"] == [{"start_after": p.start_after, "end": p.end} for p in parts]
+    single = tmp_path / "single.jsonl"
+    assert run_scanner(["scan", uri, "-o", str(single)], env).returncode == 0
+    if parts_per_shard == 1:
+        assert b"".join(bodies) == single.read_bytes()
+    else:
+        assert sorted(b"".join(bodies).splitlines()) == single.read_bytes().splitlines()
+    for inputs, message in (
+        ([outputs[0], outputs[0], outputs[1]], "both hold keys of shard 0 of the plan"),
+        (outputs[:2], "the shard plan has 3 shards, but 2 inputs were given"),
+    ):
+        result = run_scanner(
+            ["merge", *inputs, "--plan", str(plan), "--manifest-only", "-o", str(tmp_path / "m")], env
+        )
+        assert result.returncode in (1, 2)
+        assert message in result.stderr
+        assert not (tmp_path / "m").exists()
+    result = run_scanner(["merge", *outputs, "--manifest-only"], env)
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        "error: --manifest-only needs the --plan the shards used",
+    )

@@ -79,6 +79,12 @@ def add_shard_commands(
         help="the plan the shards used (file or s3://): checks that the inputs are one output of each "
         "of its shards, and gives the prefix for items lists",
     )
+    merge.add_argument(
+        "--manifest-only",
+        action="store_true",
+        help="with --plan: keep the shard outputs as they are and write a manifest of them (JSON: each "
+        "file's key, size, records, key range, parts of the plan, MD5 and SHA-256), checked against the plan",
+    )
     merge.add_argument("--prefix", help="items lists: the prefix the shards scanned (default: the plan's)")
     merge.add_argument("--group", choices=("file", "series", "study"), help="items lists: grouping")
     merge.add_argument("--study-depth", type=positive_int, help="items lists: study folder depth")
@@ -236,6 +242,13 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         plan = anyio.run(read_plan, args.plan, None, connection, backend="asyncio")
         if plan is None:
             raise UsageError(f"there is no shard plan at {args.plan}")
+    if args.manifest_only:
+        if plan is None:
+            raise UsageError("--manifest-only needs the --plan the shards used")
+        if args.format not in (None, "jsonl"):
+            raise UsageError("--manifest-only lists the JSON Lines shard outputs: no --format")
+        _write_manifest(args, connection, plan, output)
+        return 0
     location = parse_s3_uri(plan.uri) if plan is not None else S3Location("merge", "")
     prefix = args.prefix if args.prefix is not None else location.prefix
     output_format: OutputFormat = args.format or "jsonl"
@@ -272,3 +285,25 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 
     anyio.run(merge, backend="asyncio")
     return 0
+
+
+def _write_manifest(
+    args: argparse.Namespace, connection: ConnectionConfig, plan: ShardPlanFile, output: str
+) -> None:
+    import anyio
+
+    from scanner.output.merge import describe_shards, parts_manifest
+    from scanner.output.sinks import open_sink
+
+    async def write() -> None:
+        outputs = await describe_shards(args.inputs, connection, plan.ranges, plan.owners)
+        sink = open_sink(output, connection)
+        await sink.open()
+        try:
+            await sink.write(parts_manifest(plan.uri, args.plan, outputs, plan.ranges, plan.owners))
+            await sink.commit()
+        except BaseException:
+            await sink.abort()
+            raise
+
+    anyio.run(write, backend="asyncio")
