@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         outputs = [f"{where}/shard-{i}.jsonl" for i in range(count)]
         started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         processes = [
             _scanner(["scan", uri, "--shard", f"{i}/{count}", "--plan", plan, "-o", outputs[i], "-q"], env)
             for i in range(count)
@@ -127,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     del pending[index]
             time.sleep(0.02)
         job_seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         merged, single = f"{where}/merged.jsonl", f"{where}/single.jsonl"
         merge_seconds = _run(["merge", *outputs, "--plan", plan, "-o", merged], env)
         single_seconds = _run(["scan", uri, "-o", single, "-q"], env)
@@ -153,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"largest/mean keys {max(sizes) / mean:.3f}; "
         f"slowest/mean wall {max(walls) / (sum(walls) / count):.2f}; "
         f"plan {plan_seconds:.1f} s, shards {job_seconds:.1f} s, merge {merge_seconds:.1f} s, "
-        f"single scan {single_seconds:.1f} s; merged == single scan: {same}"
+        f"single scan {single_seconds:.1f} s; merged == single scan: {same}; "
+        f"shards' CPU {cpu:.1f} s, {cpu / max(1, sum(sizes)) * 1e6:.1f} µs a key, "
+        f"{sum(sizes) / max(cpu, 1e-9):,.0f} keys per CPU-second"
     )
     return 0 if same else 1
 
