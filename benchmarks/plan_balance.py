@@ -7,8 +7,9 @@ counting the keys of every shard: the figure reported is the largest shard over 
 
     python -m benchmarks.plan_balance --keys 100000 --keys 1000000 --shards 4 --shards 16 --shards 64
     python -m benchmarks.plan_balance --keys 1000000 --requests-per-shard 16   # sampled, not listed
+    python -m benchmarks.plan_balance --keys 1000000 --requests-per-shard 16 --parts-per-shard 8
 
-By default a plan may spend ``scanner.run.sharding.plan_budget`` requests (16 a shard, at least
+By default a plan may spend ``scanner.listing.plan.plan_budget`` requests (16 a shard, at least
 1,024), which lists a bucket of up to about a million keys whole: its plan is exact.
 ``--requests-per-shard`` drops the floor, so that planning a million keys has to estimate, as
 planning a billion does with the default.
@@ -17,6 +18,11 @@ Besides the layouts of ``benchmarks.layouts``, each is also run under one top-le
 (``archive/...``, where every key shares a long prefix), and two more layouts model what real
 archives hold: ``clustered`` (a few folders with most of the keys, at random places among many
 tiny ones) and ``dated`` (``YYYY/MM/DD/`` folders growing over the years).
+
+``--parts-per-shard K`` over-decomposes: the plan cuts ``K x shards`` parts and shard ``i``
+takes parts ``i, i + shards, ...`` (round-robin, as ``scanner plan --parts-per-shard`` does);
+the figure is then the largest shard's keys (the sum over its parts) over the mean. The scan's
+requests are its pages, one per 1,000 keys (a ranged scan sends a few more).
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ from collections.abc import Callable
 import anyio
 
 from benchmarks.layouts import LAYOUTS
+from scanner.listing.plan import plan_budget
 from scanner.listing.planning import Sampler, cut_points
-from scanner.run.sharding import plan_budget
 from tests.memory_source import MemoryBucket
 
 
@@ -73,23 +79,27 @@ def layout_keys(name: str, count: int) -> list[str]:
     return make(count)
 
 
-def measure(keys: list[str], shards: int, budget: int | None = None, parallel: int = 16) -> dict[str, float]:
+def measure(
+    keys: list[str], shards: int, budget: int | None = None, parallel: int = 16, parts_per_shard: int = 1
+) -> dict[str, float]:
     bucket = MemoryBucket(keys)
+    parts = shards * parts_per_shard
 
     async def plan() -> tuple[Sampler, list[str]]:
         sampler = Sampler(bucket, "", budget=budget or plan_budget(shards), parallel=parallel)
         sample = await sampler.run()
-        return sampler, cut_points(sample, shards)[0]
+        return sampler, cut_points(sample, parts)[0]
 
     started = time.perf_counter()
     sampler, cuts = anyio.run(plan)
     seconds = time.perf_counter() - started
     bounds = [0, *(bisect.bisect_right(bucket.keys, cut) for cut in cuts), len(bucket.keys)]
-    sizes = [high - low for low, high in itertools.pairwise(bounds)]
-    sizes += [0] * (shards - len(sizes))
+    part_sizes = [high - low for low, high in itertools.pairwise(bounds)]
+    sizes = [sum(part_sizes[shard::shards]) for shard in range(shards)]
     return {
         "ratio": max(sizes) / (len(bucket.keys) / shards),
         "requests": sampler.requests,
+        "scan_requests": -(-len(bucket.keys) // 1000),
         "rounds": sampler.rounds,
         "seconds": seconds,
     }
@@ -103,20 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--requests-per-shard", type=int, help="budget of requests per shard, without the default's floor"
     )
+    parser.add_argument(
+        "--parts-per-shard", type=int, action="append", help="parts a shard, round-robin (default 1)"
+    )
     args = parser.parse_args(argv)
     names = args.layout or [*(name for base in [*LAYOUTS, *EXTRA] for name in (base, "archive/" + base))]
-    header = ("layout", "keys", "shards", "largest/mean", "requests", "rounds", "seconds")
-    print("{:20} {:>9} {:>6} {:>12} {:>8} {:>6} {:>7}".format(*header))
+    header = (
+        "layout",
+        "keys",
+        "shards",
+        "parts",
+        "largest/mean",
+        "requests",
+        "scan req",
+        "rounds",
+        "seconds",
+    )
+    print("{:20} {:>9} {:>6} {:>5} {:>12} {:>8} {:>8} {:>6} {:>7}".format(*header))
     worst = 0.0
     for count in args.keys or [100_000]:
         for name in names:
             keys = layout_keys(name, count)
-            for shards in args.shards or [4, 16, 64]:
+            for shards, per_shard in itertools.product(
+                args.shards or [4, 16, 64], args.parts_per_shard or [1]
+            ):
                 budget = args.requests_per_shard * shards if args.requests_per_shard else None
-                result = measure(keys, shards, budget)
+                result = measure(keys, shards, budget, parts_per_shard=per_shard)
                 worst = max(worst, result["ratio"])
                 print(
-                    f"{name:20} {count:>9,} {shards:>6} {result['ratio']:>12.3f} {result['requests']:>8.0f} "
+                    f"{name:20} {count:>9,} {shards:>6} {per_shard:>5} {result['ratio']:>12.3f} "
+                    f"{result['requests']:>8.0f} {result['scan_requests']:>8.0f} "
                     f"{result['rounds']:>6.0f} {result['seconds']:>7.1f}",
                     flush=True,
                 )

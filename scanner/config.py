@@ -99,8 +99,9 @@ class ScanConfig:
     max_tasks_per_file: int | None = None
     # A worker of a multi-process scan writes its encoded pages as they are, for the parent.
     worker: bool = False
-    # With --shard: the one range of the key space this scan lists.
-    shard_range: KeyRange | None = None
+    # With --shard: the ranges of the key space this scan lists (its parts of the plan), in
+    # key order.
+    shard_ranges: tuple[KeyRange, ...] | None = None
     # Incremental runs: where the snapshot lives, and whether to emit only what changed.
     state: str | None = None
     changes_only: bool = False

@@ -100,10 +100,11 @@ def scan_fingerprint(config: ScanConfig) -> dict[str, str]:
             config.state is not None,
         )
     )
-    shard = config.shard_range
+    shard = [(part.start_after, part.end) for part in config.shard_ranges or ()]
     return {
         "uri": str(config.location),
-        "shard": repr((shard.start_after, shard.end)) if shard is not None else "",
+        # One range as (after, end), as before shards could have several.
+        "shard": repr(shard[0] if len(shard) == 1 else shard) if shard else "",
         "encoding": hashlib.sha256(encoding.encode()).hexdigest()[:16],
     }
 

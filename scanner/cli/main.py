@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from scanner import __version__
 from scanner.cli.selection import add_selection_arguments, selection_from_args
-from scanner.cli.shards import add_shard_commands, run_shard_command, shard_from_args, shard_range_from_args
+from scanner.cli.shards import (
+    PARTS_HELP,
+    add_shard_commands,
+    run_shard_command,
+    shard_from_args,
+    shard_ranges_from_args,
+)
 from scanner.config import (
     DEFAULT_CONCURRENCY,
     ConnectionConfig,
@@ -203,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with an s3:// --plan: if there is none yet, make it and store it with a conditional put "
         "(the first shard's wins; every shard uses the stored one)",
     )
+    scan.add_argument("--parts-per-shard", type=_positive_int, help="with --create-plan: " + PARTS_HELP)
     scan.add_argument(
         "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"
     )
@@ -312,7 +319,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         max_tasks_per_file=selection.max_tasks_per_file,
         # Which range is known once the plan is read (or made): after every check that takes no
         # request. Until then the whole prefix stands for it.
-        shard_range=KeyRange(location.prefix) if shard_from_args(args) else None,
+        shard_ranges=(KeyRange(location.prefix),) if shard_from_args(args) else None,
         state=args.state,
         changes_only=bool(args.changes_only),
         checkpoint=args.checkpoint,
@@ -320,7 +327,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         server_profile=args.server_profile or "auto",
     )
     config = _fit_profile(config)
-    return replace(config, shard_range=shard_range_from_args(args, location, connection))
+    return replace(config, shard_ranges=shard_ranges_from_args(args, location, connection))
 
 
 def _fit_profile(config: ScanConfig) -> ScanConfig:
@@ -514,7 +521,7 @@ def _publish(
     if reporting.pushgateway is not None:
         labels = {"bucket": config.location.bucket}
         shard = os.environ.get("JOB_COMPLETION_INDEX")
-        if config.shard_range is not None and shard is not None:
+        if config.shard_ranges is not None and shard is not None:
             labels["shard"] = shard
         try:
             push_metrics(reporting.pushgateway, labels, prometheus_text(document, failure is None))

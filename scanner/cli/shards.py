@@ -15,14 +15,19 @@ from typing import Any
 from scanner.config import ConnectionConfig, OutputFormat, S3Location, ScanConfig, parse_s3_uri
 from scanner.errors import UsageError
 from scanner.keyspace import KeyRange
-from scanner.run.sharding import (
+from scanner.listing.plan import (
     PLAN_WAIT,
     Shard,
     ShardPlanFile,
-    merge_shards,
     read_plan,
     shared_plan,
     write_plan,
+)
+from scanner.output.merge import merge_shards
+
+PARTS_HELP = (
+    "cut the prefix into this many parts a shard, shard I taking parts I, I+COUNT, I+2*COUNT, ... "
+    "(over-decomposition: evens out shards where a plan misjudges a region; default 1)"
 )
 
 
@@ -50,6 +55,7 @@ def add_shard_commands(
         type=positive_int,
         help="most ListObjectsV2 requests to spend (default: 16 per shard, at least 1024)",
     )
+    plan.add_argument("--parts-per-shard", type=positive_int, help=PARTS_HELP)
     add_connection_arguments(plan)
 
     merge = commands.add_parser(
@@ -72,6 +78,12 @@ def add_shard_commands(
         "--plan",
         help="the plan the shards used (file or s3://): checks that the inputs are one output of each "
         "of its shards, and gives the prefix for items lists",
+    )
+    merge.add_argument(
+        "--manifest-only",
+        action="store_true",
+        help="with --plan: keep the shard outputs as they are and write a manifest of them (JSON: each "
+        "file's key, size, records, key range, parts of the plan, MD5 and SHA-256), checked against the plan",
     )
     merge.add_argument("--prefix", help="items lists: the prefix the shards scanned (default: the plan's)")
     merge.add_argument("--group", choices=("file", "series", "study"), help="items lists: grouping")
@@ -98,10 +110,10 @@ def shard_from_args(args: argparse.Namespace) -> Shard | None:
     return None
 
 
-def shard_range_from_args(
+def shard_ranges_from_args(
     args: argparse.Namespace, location: S3Location, connection: ConnectionConfig
-) -> KeyRange | None:
-    """The range ``scan --shard`` lists: shard INDEX of the plan, which every shard shares."""
+) -> tuple[KeyRange, ...] | None:
+    """The ranges ``scan --shard`` lists: shard INDEX's parts of the plan every shard shares."""
     import anyio
 
     shard = shard_from_args(args)
@@ -123,7 +135,7 @@ def shard_range_from_args(
         # The first shard makes the plan; the others give it time to before they make one.
         wait = 0.0 if shard.index == 0 else PLAN_WAIT
         plan, _ = anyio.run(
-            functools.partial(shared_plan, wait=wait),
+            functools.partial(shared_plan, wait=wait, parts_per_shard=args.parts_per_shard or 1),
             args.plan,
             location,
             connection,
@@ -135,7 +147,7 @@ def shard_range_from_args(
         if found is None:
             raise UsageError(f"there is no shard plan at {args.plan} (add --create-plan to make one there)")
         plan = found
-    return plan.range_of(shard)
+    return tuple(plan.parts_of(shard))
 
 
 def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[..., ConnectionConfig]) -> int:
@@ -155,7 +167,7 @@ def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[.
 def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.run.sharding import make_plan
+    from scanner.listing.plan import make_plan
 
     if not args.uri:
         raise UsageError("no S3 URI given (scanner plan s3://BUCKET[/PREFIX] --shards N)")
@@ -167,7 +179,13 @@ def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         if not os.path.isdir(directory):
             raise UsageError(f"output directory {directory!r} does not exist")
     plan: ShardPlanFile = anyio.run(
-        make_plan, location, connection, args.shards, args.requests, backend="asyncio"
+        make_plan,
+        location,
+        connection,
+        args.shards,
+        args.requests,
+        args.parts_per_shard or 1,
+        backend="asyncio",
     )
     if args.output in (None, "-"):
         sys.stdout.buffer.write(plan.to_json())
@@ -224,6 +242,13 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         plan = anyio.run(read_plan, args.plan, None, connection, backend="asyncio")
         if plan is None:
             raise UsageError(f"there is no shard plan at {args.plan}")
+    if args.manifest_only:
+        if plan is None:
+            raise UsageError("--manifest-only needs the --plan the shards used")
+        if args.format not in (None, "jsonl"):
+            raise UsageError("--manifest-only lists the JSON Lines shard outputs: no --format")
+        _write_manifest(args, connection, plan, output)
+        return 0
     location = parse_s3_uri(plan.uri) if plan is not None else S3Location("merge", "")
     prefix = args.prefix if args.prefix is not None else location.prefix
     output_format: OutputFormat = args.format or "jsonl"
@@ -238,13 +263,15 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         grouping=grouping,
     )
     encode = page_encoder(config)
+    ranges = plan.ranges if plan is not None else None
+    owners = plan.owners if plan is not None else None
 
     async def merge() -> None:
         writer = open_writer(config)
         await writer.open()
         try:
             page = []
-            async for record in merge_shards(args.inputs, connection, plan):
+            async for record in merge_shards(args.inputs, connection, ranges, owners):
                 page.append(record)
                 if len(page) == 1000:
                     await writer.write(encode(page))
@@ -258,3 +285,25 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 
     anyio.run(merge, backend="asyncio")
     return 0
+
+
+def _write_manifest(
+    args: argparse.Namespace, connection: ConnectionConfig, plan: ShardPlanFile, output: str
+) -> None:
+    import anyio
+
+    from scanner.output.merge import describe_shards, parts_manifest
+    from scanner.output.sinks import open_sink
+
+    async def write() -> None:
+        outputs = await describe_shards(args.inputs, connection, plan.ranges, plan.owners)
+        sink = open_sink(output, connection)
+        await sink.open()
+        try:
+            await sink.write(parts_manifest(plan.uri, args.plan, outputs, plan.ranges, plan.owners))
+            await sink.commit()
+        except BaseException:
+            await sink.abort()
+            raise
+
+    anyio.run(write, backend="asyncio")

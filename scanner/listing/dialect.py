@@ -123,7 +123,7 @@ def check_profile(config: ScanConfig, ranges: Sequence[KeyRange] | None = None) 
 
 def _refuse_order_dependent(config: ScanConfig, ranges: Sequence[KeyRange] | None, profile: str) -> None:
     why = f"the server profile {profile!r} lists in no byte order and without StartAfter"
-    if ranges is not None or config.shard_range is not None:
+    if ranges is not None or config.shard_ranges is not None:
         raise UsageError(f"--shard needs key ranges, and {why}: scan without --shard")
     if config.checkpoint is not None:
         raise UsageError(f"--checkpoint saves key ranges, and {why}: scan without --checkpoint")

@@ -103,13 +103,17 @@ class OrderedOutput:
     def insert_after(self, segment: Segment, bounds: list[tuple[str | None, str | None]]) -> list[Segment]:
         """New segments for the ranges ``bounds`` (``(after, end]``, in order) right after ``segment``.
 
-        They take over the rest of ``segment``'s range, which now ends where the first begins.
+        They take over the rest of ``segment``'s range, which now ends where the first begins;
+        a range that begins past ``segment``'s end (the next part of a shard, with other shards'
+        keys between) leaves it as it is.
         """
         new = [Segment(after, end) for after, end in bounds]
         for before, after in itertools.pairwise(new):
             before.next = after
         if new:
-            segment.end = new[0].after
+            start = new[0].after
+            if segment.end is None or (start is not None and start < segment.end):
+                segment.end = start
             new[-1].next = segment.next
             segment.next = new[0]
         return new

@@ -108,8 +108,8 @@ class ShardOfPlan:
     name: str = "shard of a plan"
 
     def __call__(self, config: ScanConfig, loop: Runner, live: ScanSummary) -> ScanSummary:
-        assert config.shard_range is not None
-        summary: ScanSummary = loop(run_scan, config, None, [config.shard_range], live)
+        assert config.shard_ranges is not None
+        summary: ScanSummary = loop(run_scan, config, None, list(config.shard_ranges), live)
         return summary
 
 
@@ -123,7 +123,7 @@ class WorkerProcesses:
 
 def strategy_for(config: ScanConfig) -> Strategy:
     """How ``config`` runs. A shard, a checkpoint and a snapshot each need one ordered process."""
-    if config.shard_range is not None:
+    if config.shard_ranges is not None:
         return ShardOfPlan()
     if config.checkpoint is not None:
         return Resume()

@@ -186,7 +186,7 @@ def order_differs(exc: BaseException) -> ServerOrderDiffers | None:
 def _may_switch(
     config: ScanConfig, output: _Output, ranges: Sequence[KeyRange] | None, differs: ServerOrderDiffers
 ) -> None:
-    if ranges is not None or config.shard_range is not None or config.worker:
+    if ranges is not None or config.shard_ranges is not None or config.worker:
         raise ScanError(
             f"{differs}; --shard needs a server that lists in byte order: scan it whole"
         ) from None

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from benchmarks.layouts import LAYOUTS
-from scanner.run.sharding import ShardPlanFile
+from scanner.listing.plan import ShardPlanFile
 from tests.conftest import S3Target
 from tests.end_to_end import test_report
 from tests.end_to_end.test_entrypoint import (

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from benchmarks.plan_balance import layout_keys
 from scanner.config import S3Location
+from scanner.listing.plan import plan_budget, plan_from_source
 from scanner.listing.planning import Alphabet, KeyScale, Sample, Sampler, ServerOrderError, cut_points
-from scanner.run.sharding import plan_budget, plan_from_source
 from tests.memory_source import MemoryBucket
 
 # Code points of every width in UTF-8, the ends of the planes included (no surrogates).

@@ -11,7 +11,7 @@ import pytest
 from scanner.config import ConnectionConfig, S3Location
 from scanner.errors import ScanError
 from scanner.output.sinks import AtomicFileSink
-from scanner.storage.s3.upload import S3UploadSink
+from scanner.storage.s3.upload import MAX_PART_SIZE, MAX_PARTS, PART_SIZE, S3UploadSink, part_size_of
 from tests.conftest import S3Target, run_scanner
 
 MIB = 1024 * 1024
@@ -149,3 +149,78 @@ def test_a_device_is_written_to_not_replaced(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["pipe"]
     anyio.run(write, "/dev/null")
     assert Path("/dev/null").is_char_device()
+
+
+def test_part_sizes_grow_to_fill_s3s_limits() -> None:
+    """Within 10,000 parts of at most 5 GiB, an upload that starts at 8 MiB reaches 5 TiB."""
+    sizes = [part_size_of(number, PART_SIZE) for number in range(1, MAX_PARTS + 1)]
+    assert sizes[:1000] == [PART_SIZE] * 1000
+    assert sizes[1000] == 2 * PART_SIZE
+    assert sorted(sizes) == sizes
+    assert max(sizes) <= MAX_PART_SIZE
+    assert sum(sizes) >= 5 * 1024**4
+    assert part_size_of(MAX_PARTS, PART_SIZE, most=6 * MIB) == 6 * MIB
+
+
+def _small_parts_on_moto(moto_target: S3Target, monkeypatch: pytest.MonkeyPatch) -> ConnectionConfig:
+    import moto.s3.models
+
+    # moto refuses parts below 5 MiB but the last, as S3 does; the sizes scale down.
+    monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", 1024)
+    return _connection(moto_target, monkeypatch)
+
+
+def test_upload_larger_than_its_parts_limit_times_the_part_size(
+    moto_target: S3Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output of 100 times the first part size fits in 40 parts: the parts grow."""
+    connection = _small_parts_on_moto(moto_target, monkeypatch)
+    bucket = moto_target.new_bucket()
+    chunks = [bytes([65 + i % 26]) * (300 + i) for i in range(250)]  # 106 KiB, uneven chunks
+    assert sum(map(len, chunks)) > 100 * 1024
+    location = S3Location(bucket, "out/big.jsonl")
+
+    async def upload() -> list[int]:
+        sink = S3UploadSink(location, connection, part_size=1024, max_parts=40)
+        await sink.open()
+        for chunk in chunks:
+            await sink.write(chunk)
+        assert sink._upload_id is not None
+        parts = await sink._client.list_parts(Bucket=bucket, Key=location.prefix, UploadId=sink._upload_id)
+        await sink.commit()
+        return [part["Size"] for part in parts["Parts"]]
+
+    sizes = anyio.run(upload)
+    # Each full part is exactly its size in the schedule: 4 of 1 KiB, 4 of 2 KiB, ...
+    assert sizes == [part_size_of(n, 1024, 40) for n in range(1, len(sizes) + 1)]
+    head = moto_target.client().head_object(Bucket=bucket, Key=location.prefix)
+    parts = int(head["ETag"].strip('"').rpartition("-")[2])
+    assert len(sizes) < parts <= 40
+    body = moto_target.client().get_object(Bucket=bucket, Key=location.prefix)["Body"].read()
+    assert body == b"".join(chunks)
+
+
+def test_upload_past_every_part_is_refused_and_aborted(
+    moto_target: S3Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = _small_parts_on_moto(moto_target, monkeypatch)
+    bucket = moto_target.new_bucket()
+
+    async def upload() -> None:
+        sink = S3UploadSink(
+            S3Location(bucket, "out/big.jsonl"), connection, part_size=1024, max_parts=4, max_part_size=2048
+        )
+        await sink.open()
+        try:
+            for _ in range(20):
+                await sink.write(b"z" * 1024)
+            await sink.commit()
+        except BaseException:
+            await sink.abort()
+            raise
+
+    with pytest.raises(ScanError, match="larger than S3's 4 parts of up to 2,048 bytes"):
+        anyio.run(upload)
+    client = moto_target.client()
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -20,7 +20,7 @@ from scanner.storage.s3.store import S3ObjectStore
 from tests.conftest import ALL_SERVERS
 
 # Servers that store a PUT with If-None-Match: * over an existing key instead of refusing it.
-# (--create-plan refuses there, with one line: ``scanner.run.sharding.shared_plan``.)
+# (--create-plan refuses there, with one line: ``scanner.listing.plan.shared_plan``.)
 IGNORES_IF_NONE_MATCH: frozenset[str] = frozenset({"rclone", "juicefs", "s3rver"})
 
 

@@ -1,7 +1,10 @@
 """Output to an S3 object, streamed: a multipart upload that becomes visible only on success.
 
-Chunks are gathered into parts of ``PART_SIZE`` bytes, each uploaded as soon as it is full, so
-memory stays at one part whatever the output size and nothing is staged on disk. The upload
+Chunks are gathered into parts, each uploaded as soon as it is full, so memory stays at one part
+and nothing is staged on disk. The output's size is not known until the end, and S3 takes at
+most 10,000 parts of at most 5 GiB each: so parts start at ``PART_SIZE`` and double every tenth
+of the part limit (``part_size_of``), which stays within the limit up to S3's 5 TiB object size,
+while an output of a few GB keeps parts (and memory) small. The upload
 runs in the writer: while a part is in flight the pipeline waits (backpressure, not buffers).
 ``commit`` completes the upload (or, for an output smaller than one part, sends a single PUT);
 ``abort`` aborts it, so S3 never shows a partial object at the key, and no orphaned parts are
@@ -18,6 +21,19 @@ from scanner.storage.errors import ObjectCall, object_errors
 from scanner.storage.s3.objects import object_client
 
 PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum for all but the last part is 5 MiB
+MAX_PARTS: Final = 10_000  # S3's limits on a multipart upload
+MAX_PART_SIZE: Final = 5 * 1024**3
+
+
+def part_size_of(number: int, first: int, max_parts: int = MAX_PARTS, most: int = MAX_PART_SIZE) -> int:
+    """The size of part ``number`` (from 1) of an upload whose first part is ``first`` bytes.
+
+    Sizes double every ``max_parts // 10`` parts, up to ``most``: the ``max_parts`` parts hold
+    1,023 times as much as that many parts of the first size (or ``most`` each past it). With
+    S3's limits and 8 MiB to start, that is 7.8 TiB, more than S3's 5 TiB object limit.
+    """
+    step = max(1, max_parts // 10)
+    return min(most, first << min((number - 1) // step, 62))
 
 
 class S3UploadSink:
@@ -29,13 +45,18 @@ class S3UploadSink:
         *,
         role: str = "output",
         what: str = "the output",
+        max_parts: int = MAX_PARTS,
+        max_part_size: int = MAX_PART_SIZE,
     ) -> None:
         self.location = location
         # Whose object it is, for error messages ("output", "state", "checkpoint", "plan").
         self._role = role
         self._what = what
         self._connection = connection
+        self._first_part_size = part_size
         self._part_size = part_size
+        self._max_parts = max_parts
+        self._max_part_size = max_part_size
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._client: Any = None
@@ -50,13 +71,15 @@ class S3UploadSink:
     async def write(self, chunk: bytes) -> None:
         self._buffer.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered >= self._part_size:
+        while self._buffered >= self._part_size:
             await self._flush_part()
 
     async def _flush_part(self) -> None:
-        data = b"".join(self._buffer)
-        self._buffer.clear()
-        self._buffered = 0
+        """Upload the next part: ``_part_size`` bytes of the buffer, or all of it at the end."""
+        joined = b"".join(self._buffer)
+        data, rest = joined[: self._part_size], joined[self._part_size :]
+        self._buffer = [rest] if rest else []
+        self._buffered = len(rest)
         if self._upload_id is None:
             response = await self._call(
                 self._client.create_multipart_upload,
@@ -66,6 +89,11 @@ class S3UploadSink:
             )
             self._upload_id = response["UploadId"]
         number = len(self._parts) + 1
+        if number > self._max_parts:
+            raise ScanError(
+                f"the output to s3://{self.location.bucket}/{self.location.prefix} is larger than "
+                f"S3's {self._max_parts:,} parts of up to {self._max_part_size:,} bytes can hold"
+            )
         response = await self._call(
             self._client.upload_part,
             Bucket=self.location.bucket,
@@ -75,6 +103,9 @@ class S3UploadSink:
             Body=data,
         )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        self._part_size = part_size_of(
+            number + 1, self._first_part_size, self._max_parts, self._max_part_size
+        )
 
     async def commit(self) -> None:
         try:

@@ -1,13 +1,20 @@
-"""Sharded scans for buckets that one process (or one machine) cannot keep up with.
+"""Shard plans: the key ranges a sharded scan is cut into, which shard lists which, plan files.
 
-A shard is one range of a plan that tiles the scanned prefix: shard ``i`` of ``n`` lists only its
-range, so ``n`` pods of a Kubernetes Indexed Job share no state and their outputs, merged by key
-with ``scanner merge``, are exactly a whole scan. Every shard must use the *same* plan: two plans
-cut at different points, and shards of different plans overlap or leave keys out. So a shard
-never cuts the key space itself; it reads a plan file:
+Sharded scans are for buckets that one process (or one machine) cannot keep up with.
 
+A plan tiles the scanned prefix with *parts*, key ranges in key order, and gives each of its
+``n`` *shards* some of them: part ``j`` belongs to shard ``j mod n`` (round-robin). Shard ``i``
+lists only its parts, so ``n`` pods of a Kubernetes Indexed Job share no state and their
+outputs, merged by key with ``scanner merge``, are exactly a whole scan. A plan has one part a
+shard unless it is *over-decomposed* (``parts_per_shard``): then a region whose keys the sample
+misjudged is cut into several parts that round-robin spreads over several shards, and the
+shards even out where one range each would not (the README says for which layouts, measured).
+
+Every shard must use the *same* plan: two plans cut at different points, and shards of
+different plans overlap or leave keys out. So a shard never cuts the key space itself; it reads
+a plan file:
 - ``scanner plan`` writes one (``scanner.listing.planning`` samples where the keys are; the plan
-  records the requests it took and the keys each shard is estimated to hold);
+  records the requests it took and the keys each part is estimated to hold);
 - ``scan --shard I/N --plan s3://... --create-plan`` reads the plan at that key, and when there
   is none yet makes one and stores it with a conditional put (``If-None-Match: *``): of pods
   that race, exactly one put succeeds, and every pod, the winner included, then uses the plan
@@ -18,11 +25,9 @@ never cuts the key space itself; it reads a plan file:
 
 from __future__ import annotations
 
-import bisect
-import heapq
 import itertools
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,10 +37,12 @@ from scanner.config import ConnectionConfig, S3Location, parse_s3_object_uri, pa
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.listing.planning import BLOCK_END, Sampler, cut_points
-from scanner.records import ObjectRecord
 from scanner.storage.base import PageSource
 
 PLAN_FORMAT: Final = "bucket-scanner-plan"
+# Version 1 had one part a shard and called the parts "shards"; it is still read.
+PLAN_VERSION: Final = 2
+ASSIGNMENT: Final = "round-robin"
 # Requests a plan may make: per shard (every cut is placed from what a few probes around it
 # showed), and at least enough to list about a million keys outright, so that a bucket of that
 # size gets an exact plan (see the README's figures).
@@ -47,8 +54,6 @@ _MIN_REQUESTS: Final = 1024
 PLAN_WAIT: Final = 120.0
 _PLAN_POLL_FIRST: Final = 0.5
 _PLAN_POLL_MOST: Final = 5.0
-# Shard outputs are read in blocks of this size, one block per input at a time.
-_MERGE_BLOCK: Final = 256 * 1024
 
 
 def plan_budget(count: int) -> int:
@@ -76,27 +81,51 @@ class Shard:
 @dataclass(frozen=True)
 class ShardPlanFile:
     uri: str
+    # The parts, tiling the prefix in key order; part ``j`` is shard ``j % shard_count``'s.
     ranges: list[KeyRange]
     # What making it took and found: requests sent, whether every key was listed (then the
-    # estimates are counts), and the keys each shard is estimated to hold.
+    # estimates are counts), and the keys each part is estimated to hold.
     requests: int = 0
     exact: bool = False
     estimated_keys: list[int] = field(default_factory=list)
+    # The shards the parts are shared among (0: one part a shard).
+    shards: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shards < 0 or (self.shards and len(self.ranges) % self.shards):
+            raise UsageError(
+                f"a plan of {len(self.ranges)} parts cannot be shared among {self.shards} shards"
+            )
+
+    @property
+    def shard_count(self) -> int:
+        return self.shards or len(self.ranges)
+
+    @property
+    def parts_per_shard(self) -> int:
+        return len(self.ranges) // self.shard_count
+
+    @property
+    def owners(self) -> list[int]:
+        """The shard of each part."""
+        return [index % self.shard_count for index in range(len(self.ranges))]
 
     def to_json(self) -> bytes:
-        shards = []
+        parts = []
         for index, key_range in enumerate(self.ranges):
-            shard: dict[str, Any] = {"start_after": key_range.start_after, "end": key_range.end}
+            part: dict[str, Any] = {"start_after": key_range.start_after, "end": key_range.end}
             if index < len(self.estimated_keys):
-                shard["estimated_keys"] = self.estimated_keys[index]
-            shards.append(shard)
+                part["estimated_keys"] = self.estimated_keys[index]
+            parts.append(part)
         document = {
             "format": PLAN_FORMAT,
-            "version": 1,
+            "version": PLAN_VERSION,
             "uri": self.uri,
             "requests": self.requests,
             "exact": self.exact,
-            "shards": shards,
+            "shards": self.shard_count,
+            "assignment": ASSIGNMENT,
+            "parts": parts,
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
@@ -109,33 +138,52 @@ class ShardPlanFile:
                 raise ValueError("not a shard plan")
             if prefix is None:
                 prefix = parse_s3_uri(str(document["uri"])).prefix
-            shards = document["shards"]
-            ranges = [KeyRange(prefix, s["start_after"], s["end"]) for s in shards]
-            estimates = [int(s["estimated_keys"]) for s in shards if "estimated_keys" in s]
+            if document.get("version", 1) == 1:
+                parts, shards = document["shards"], 0
+            else:
+                if document.get("assignment") != ASSIGNMENT:
+                    raise ValueError(f"parts assigned {document.get('assignment')!r}, not {ASSIGNMENT!r}")
+                parts, shards = document["parts"], int(document["shards"])
+            ranges = [KeyRange(prefix, s["start_after"], s["end"]) for s in parts]
+            estimates = [int(s["estimated_keys"]) for s in parts if "estimated_keys" in s]
             plan = cls(
                 str(document["uri"]),
                 ranges,
                 int(document.get("requests", 0)),
                 bool(document.get("exact", False)),
                 estimates if len(estimates) == len(ranges) else [],
+                shards if shards != len(ranges) else 0,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"the shard plan is not a bucket-scanner plan file ({exc})") from None
         _check_tiling(ranges)
         return plan
 
-    def range_of(self, shard: Shard) -> KeyRange:
-        if len(self.ranges) != shard.count:
-            raise UsageError(f"the shard plan has {len(self.ranges)} shards, not {shard.count}")
-        return self.ranges[shard.index]
+    def parts_of(self, shard: Shard) -> list[KeyRange]:
+        """The ranges shard ``shard`` lists, in key order."""
+        if self.shard_count != shard.count:
+            raise UsageError(f"the shard plan has {self.shard_count} shards, not {shard.count}")
+        return self.ranges[shard.index :: self.shard_count]
+
+    def shard_estimates(self) -> list[int]:
+        """The keys each shard is estimated to hold (the sum over its parts)."""
+        if not self.estimated_keys:
+            return []
+        totals = [0] * self.shard_count
+        for owner, estimate in zip(self.owners, self.estimated_keys, strict=True):
+            totals[owner] += estimate
+        return totals
 
     def describe(self) -> str:
         """One line on what the plan is and what it cost."""
         how = "every key listed" if self.exact else "estimated from a sample"
-        text = f"planned {len(self.ranges)} shards of {self.uri} with {self.requests:,} requests"
-        if self.estimated_keys:
-            mean = sum(self.estimated_keys) / len(self.estimated_keys)
-            text += f"; about {mean:,.0f} keys each, at most {max(self.estimated_keys):,} ({how})"
+        text = f"planned {self.shard_count} shards of {self.uri} with {self.requests:,} requests"
+        if self.parts_per_shard > 1:
+            text += f" ({self.parts_per_shard} parts a shard, round-robin)"
+        estimates = self.shard_estimates()
+        if estimates:
+            mean = sum(estimates) / len(estimates)
+            text += f"; about {mean:,.0f} keys each, at most {max(estimates):,} ({how})"
         return text
 
 
@@ -169,23 +217,37 @@ def tile(prefix: str, cuts: Sequence[str], count: int) -> list[KeyRange]:
 
 
 async def plan_from_source(
-    source: PageSource, location: S3Location, count: int, *, budget: int, parallel: int
+    source: PageSource,
+    location: S3Location,
+    count: int,
+    *,
+    budget: int,
+    parallel: int,
+    parts_per_shard: int = 1,
 ) -> ShardPlanFile:
-    """A plan of ``count`` shards for ``location``, sampled through ``source``."""
-    if count < 2:
+    """A plan of ``count`` shards for ``location``, sampled through ``source``: cut into
+    ``parts_per_shard`` parts a shard, of about the same number of keys each."""
+    parts = count * parts_per_shard
+    shards = count if parts_per_shard > 1 else 0
+    if parts < 2:
         return ShardPlanFile(str(location), [KeyRange(location.prefix)], 0, True, [])
     sampler = Sampler(source, location.prefix, budget=budget, parallel=parallel)
     sample = await sampler.run()
-    cuts, estimates = cut_points(sample, count)
-    ranges = tile(location.prefix, cuts, count)
-    shares = [round(e) for e in estimates] + [0] * (count - len(estimates))
-    return ShardPlanFile(str(location), ranges, sample.requests, sample.exact, shares)
+    cuts, estimates = cut_points(sample, parts)
+    ranges = tile(location.prefix, cuts, parts)
+    shares = [round(e) for e in estimates] + [0] * (parts - len(estimates))
+    return ShardPlanFile(str(location), ranges, sample.requests, sample.exact, shares, shards)
 
 
 async def make_plan(
-    location: S3Location, connection: ConnectionConfig, count: int, budget: int | None = None
+    location: S3Location,
+    connection: ConnectionConfig,
+    count: int,
+    budget: int | None = None,
+    parts_per_shard: int = 1,
 ) -> ShardPlanFile:
-    """Sample ``location`` and cut it into ``count`` shards of about the same number of keys."""
+    """Sample ``location`` and cut it into ``count`` shards of about the same number of keys
+    (each of ``parts_per_shard`` parts, round-robin)."""
     from scanner.storage.s3.client import S3PageSource
 
     async with S3PageSource(location, connection) as source:
@@ -195,6 +257,7 @@ async def make_plan(
             count,
             budget=budget or plan_budget(count),
             parallel=connection.concurrency,
+            parts_per_shard=parts_per_shard,
         )
 
 
@@ -234,6 +297,7 @@ async def shared_plan(
     budget: int | None = None,
     *,
     wait: float = 0.0,
+    parts_per_shard: int = 1,
 ) -> tuple[ShardPlanFile, bool]:
     """The plan stored at s3://BUCKET/KEY ``path``, made and stored first if there is none; and
     whether this call stored it. Every caller gets the one plan the key holds.
@@ -254,10 +318,10 @@ async def shared_plan(
         pause = min(pause * 2, _PLAN_POLL_MOST)
         stored = await read_plan(path, location, connection)
     if stored is not None:
-        if len(stored.ranges) != count:
-            raise UsageError(f"the shard plan {path} has {len(stored.ranges)} shards, not {count}")
+        if stored.shard_count != count:
+            raise UsageError(f"the shard plan {path} has {stored.shard_count} shards, not {count}")
         return stored, False
-    mine = await make_plan(location, connection, count, budget)
+    mine = await make_plan(location, connection, count, budget, parts_per_shard)
     target = parse_s3_object_uri(path)
     if await put_new_object(target, connection, mine.to_json()):
         if await put_new_object(target, connection, mine.to_json()):
@@ -296,117 +360,3 @@ async def write_plan(path: str, plan: ShardPlanFile, connection: ConnectionConfi
     with open(temporary, "wb") as handle:
         handle.write(data)
     os.replace(temporary, path)
-
-
-# --- merging shard outputs ---------------------------------------------------------------------
-
-
-async def _lines(path: str, connection: ConnectionConfig) -> AsyncIterator[bytes]:
-    """The lines of a JSON Lines file or S3 object, read a block at a time."""
-    blocks: AsyncIterator[bytes]
-    if path.startswith("s3://"):
-        from scanner.storage.s3.download import S3Download
-
-        download = S3Download(
-            parse_s3_object_uri(path), connection, _MERGE_BLOCK, role="input", what="the shard output"
-        )
-        if not await download.open():
-            raise UsageError(f"cannot read {path!r}: no such object")
-        blocks = download.blocks()
-    else:
-        download = None
-        blocks = _file_blocks(path)
-    try:
-        pending = b""
-        async for block in blocks:
-            lines = (pending + block).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                yield line
-        if pending:
-            yield pending
-    finally:
-        if download is not None:
-            await download.close()
-
-
-async def _file_blocks(path: str) -> AsyncIterator[bytes]:
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the generator
-    except OSError as exc:
-        raise UsageError(f"cannot read {path!r}: {exc.strerror}") from None
-    with handle:
-        while block := handle.read(_MERGE_BLOCK):
-            yield block
-
-
-async def _records(path: str, connection: ConnectionConfig) -> AsyncGenerator[ObjectRecord, None]:
-    number = 0
-    async for line in _lines(path, connection):
-        number += 1
-        try:
-            fields = orjson.loads(line)
-            yield ObjectRecord(
-                fields["key"],
-                fields["size"],
-                fields["last_modified"],
-                fields["etag"],
-                fields["storage_class"],
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ScanError(f"{path}:{number}: not a bucket-scanner JSON Lines record ({exc})") from None
-
-
-async def merge_shards(
-    paths: Sequence[str], connection: ConnectionConfig, plan: ShardPlanFile | None = None
-) -> AsyncIterator[ObjectRecord]:
-    """Records of key-ordered JSON Lines shard outputs (files or S3 objects), merged by key.
-
-    Memory is one block and one record per input. Shards must not overlap. Given the plan they
-    were listed with, each input must also hold keys of one shard of it only, and no two inputs
-    the same shard: outputs of different runs or plans are told apart from a complete set (in
-    whatever order the inputs come, ``shard-10`` sorting before ``shard-2`` included).
-    """
-    if plan is not None and len(paths) != len(plan.ranges):
-        raise UsageError(f"the shard plan has {len(plan.ranges)} shards, but {len(paths)} inputs were given")
-    ends = [r.end for r in plan.ranges[:-1] if r.end is not None] if plan is not None else []
-
-    def shard_of(key: str) -> int:
-        return bisect.bisect_left(ends, key)
-
-    streams = [_records(path, connection) for path in paths]
-    heap: list[tuple[str, int, ObjectRecord]] = []
-    owner: dict[int, int] = {}  # shard -> the input that holds it
-    try:
-        for index, stream in enumerate(streams):
-            first = await anext(stream, None)
-            if first is None:
-                continue
-            heap.append((first.key, index, first))
-            if plan is not None:
-                shard = shard_of(first.key)
-                if shard in owner:
-                    both = f"{paths[owner[shard]]} and {paths[index]}"
-                    raise ScanError(f"{both} both hold keys of shard {shard} of the plan")
-                owner[shard] = index
-        shards = {index: shard for shard, index in owner.items()}
-        heapq.heapify(heap)
-        previous: str | None = None
-        while heap:
-            key, index, record = heap[0]
-            if previous is not None and key <= previous:
-                raise ScanError(f"the shard outputs overlap or are out of order at key {key!r}")
-            if plan is not None and shard_of(key) != shards[index]:
-                raise ScanError(
-                    f"{paths[index]} holds keys of shards {shards[index]} and {shard_of(key)} of the plan"
-                )
-            previous = key
-            yield record
-            following = await anext(streams[index], None)
-            if following is None:
-                heapq.heappop(heap)
-            else:
-                heapq.heapreplace(heap, (following.key, index, following))
-    finally:
-        for stream in streams:
-            await stream.aclose()
