@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from scanner.config import ScanConfig
+from scanner.errors import UsageError
 from scanner.filters import RecordFilter
 from scanner.incremental.state import ChangeDetector, StateReader, StateWriter
 from scanner.output.items import Task
@@ -128,6 +129,4 @@ class IncrementalWriter:
 
 
 def raise_usage(message: str) -> Any:
-    from scanner.errors import UsageError
-
     raise UsageError(message)

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import anyio
 import orjson
 
 from scanner.config import ConnectionConfig, S3Location, parse_s3_object_uri, parse_s3_uri
@@ -38,6 +39,8 @@ from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.listing.planning import BLOCK_END, Sampler, cut_points
 from scanner.storage.base import PageSource
+from scanner.storage.s3.client import S3PageSource
+from scanner.storage.s3.store import S3ObjectStore
 
 PLAN_FORMAT: Final = "bucket-scanner-plan"
 # Version 1 had one part a shard and called the parts "shards"; it is still read.
@@ -248,8 +251,6 @@ async def make_plan(
 ) -> ShardPlanFile:
     """Sample ``location`` and cut it into ``count`` shards of about the same number of keys
     (each of ``parts_per_shard`` parts, round-robin)."""
-    from scanner.storage.s3.client import S3PageSource
-
     async with S3PageSource(location, connection) as source:
         return await plan_from_source(
             source,
@@ -264,15 +265,19 @@ async def make_plan(
 # --- plan files --------------------------------------------------------------------------------
 
 
+def _plan_store(path: str, connection: ConnectionConfig) -> tuple[S3ObjectStore, str]:
+    where = parse_s3_object_uri(path)
+    return S3ObjectStore(where.bucket, connection, role="plan", what="the shard plan"), where.prefix
+
+
 async def read_plan(
     path: str, location: S3Location | None, connection: ConnectionConfig
 ) -> ShardPlanFile | None:
     """The plan at ``path`` (a file or s3://BUCKET/KEY), which must be for ``location`` when
     given; None if there is none."""
     if path.startswith("s3://"):
-        from scanner.storage.s3.download import read_small_object
-
-        data = await read_small_object(parse_s3_object_uri(path), connection)
+        objects, key = _plan_store(path, connection)
+        data = await objects.get(key)
         if data is None:
             return None
     else:
@@ -306,10 +311,6 @@ async def shared_plan(
     before this call makes one: shards other than the first give it the time to, so that N
     pods do not all sample the bucket. Making one after that is still safe (one put wins).
     """
-    import anyio
-
-    from scanner.storage.s3.upload import put_new_object
-
     stored = await read_plan(path, location, connection)
     deadline = anyio.current_time() + wait
     pause = _PLAN_POLL_FIRST
@@ -322,9 +323,10 @@ async def shared_plan(
             raise UsageError(f"the shard plan {path} has {stored.shard_count} shards, not {count}")
         return stored, False
     mine = await make_plan(location, connection, count, budget, parts_per_shard)
-    target = parse_s3_object_uri(path)
-    if await put_new_object(target, connection, mine.to_json()):
-        if await put_new_object(target, connection, mine.to_json()):
+    objects, key = _plan_store(path, connection)
+    if await objects.put(key, mine.to_json(), if_absent=True):
+        # A second conditional put that also succeeds means the server ignores If-None-Match.
+        if await objects.put(key, mine.to_json(), if_absent=True):
             raise UsageError(
                 f"the server ignored If-None-Match when writing {path}, so pods could each store "
                 "a plan of their own: make the plan once before the shards run ('scanner plan')"
@@ -345,9 +347,8 @@ async def write_plan(path: str, plan: ShardPlanFile, connection: ConnectionConfi
     """
     data = plan.to_json()
     if path.startswith("s3://"):
-        from scanner.storage.s3.upload import put_new_object
-
-        if not await put_new_object(parse_s3_object_uri(path), connection, data):
+        objects, key = _plan_store(path, connection)
+        if not await objects.put(key, data, if_absent=True):
             raise UsageError(
                 f"{path} exists already: shards that use it would disagree with a new plan; "
                 "remove it first (after the Job that uses it has finished)"

@@ -11,6 +11,7 @@ import bisect
 import hashlib
 import heapq
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -20,6 +21,7 @@ from scanner.config import ConnectionConfig, parse_s3_object_uri
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.records import ObjectRecord
+from scanner.storage.s3.store import S3ObjectStore
 
 # Shard outputs are read in blocks of this size, one block per input at a time.
 _MERGE_BLOCK: Final = 256 * 1024
@@ -31,20 +33,7 @@ async def _lines(
 ) -> AsyncIterator[bytes]:
     """The lines of a JSON Lines file or S3 object, read a block at a time (each block also
     handed to ``seen``)."""
-    blocks: AsyncIterator[bytes]
-    if path.startswith("s3://"):
-        from scanner.storage.s3.download import S3Download
-
-        download = S3Download(
-            parse_s3_object_uri(path), connection, _MERGE_BLOCK, role="input", what="the shard output"
-        )
-        if not await download.open():
-            raise UsageError(f"cannot read {path!r}: no such object")
-        blocks = download.blocks()
-    else:
-        download = None
-        blocks = _file_blocks(path)
-    try:
+    async with _blocks(path, connection) as blocks:
         pending = b""
         async for block in blocks:
             if seen is not None:
@@ -55,9 +44,20 @@ async def _lines(
                 yield line
         if pending:
             yield pending
-    finally:
-        if download is not None:
-            await download.close()
+
+
+@asynccontextmanager
+async def _blocks(path: str, connection: ConnectionConfig) -> AsyncIterator[AsyncIterator[bytes]]:
+    """A shard output's blocks, from a file or through the ``ObjectStore``."""
+    if not path.startswith("s3://"):
+        yield _file_blocks(path)
+        return
+    where = parse_s3_object_uri(path)
+    objects = S3ObjectStore(where.bucket, connection, role="input", what="the shard output")
+    async with objects.read(where.prefix, _MERGE_BLOCK) as blocks:
+        if blocks is None:
+            raise UsageError(f"cannot read {path!r}: no such object")
+        yield blocks
 
 
 async def _file_blocks(path: str) -> AsyncIterator[bytes]:

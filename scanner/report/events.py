@@ -126,6 +126,7 @@ def prometheus_text(document: dict[str, Any], succeeded: bool) -> bytes:
 
 def push_metrics(url: str, job_labels: dict[str, str], body: bytes, timeout: float = 10.0) -> None:
     """PUT the metrics to a Prometheus Pushgateway, grouped by job (and shard, if any)."""
+    # Only a run with --pushgateway needs urllib's HTTP client (start-up).
     import urllib.error
     import urllib.request
 

@@ -13,11 +13,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from scanner.checkpoint.checkpoint import Checkpoint
+from scanner.checkpoint.store import open_store
 from scanner.config import ScanConfig
 from scanner.errors import FolderPrefixRequired, ScanError, ServerOrderDiffers
 from scanner.keyspace import KeyRange
@@ -32,9 +34,6 @@ from scanner.run.offload import offloading
 from scanner.run.outputs import open_writer
 from scanner.run.summary import PageHandler, ScanSummary, finish_summary
 from scanner.storage.s3.client import S3PageSource
-
-if TYPE_CHECKING:
-    from scanner.checkpoint.checkpoint import Checkpoint
 
 _UNORDERED_BUFFER = 32
 _SORT_BUDGET_SHARE = 3
@@ -259,9 +258,6 @@ async def _walk_unordered(walk_with: WalkFactory, handle: PageHandler, output: _
 async def _open_checkpoint(config: ScanConfig) -> Checkpoint | None:
     if config.checkpoint is None:
         return None
-    from scanner.checkpoint.checkpoint import Checkpoint
-    from scanner.checkpoint.store import open_store
-
     store = open_store(config.checkpoint, config.connection, config.temp_dir)
     await store.open()
     return Checkpoint(store, config, config.checkpoint_interval)

@@ -91,6 +91,7 @@ class S3Download:
         """The body in blocks of at most ``block_size`` bytes, as they arrive."""
         if self._body is None:
             return
+        # Loaded by the object client already; here to keep this module cheap to import.
         import aiohttp
         from botocore.exceptions import BotoCoreError
 

@@ -13,6 +13,7 @@ from scanner.config import ConnectionConfig
 
 def object_client(connection: ConnectionConfig) -> Any:
     """An async context manager yielding an aiobotocore S3 client for ``connection``."""
+    # Imported on the first object call: a scan to a local file never needs boto3's stack.
     import aioboto3
     from botocore import UNSIGNED
     from botocore.config import Config
