@@ -480,21 +480,9 @@ class Enumerator:
         if self._cuts_pending:
             return unsplit  # discovery will cut better than bytes can
         if self._cuts is not None:
-            cuts, self._cuts = sorted(self._cuts), None
-            # Sized to whole pages only when the cuts cover the rest: past the last folder of a
-            # wide level lies a range that splits itself as it goes, and ranges of one size all
-            # finishing together would leave it to be split many ways at once.
-            density = _keys_per_boundary(page, cuts) if self._cuts_span_the_rest else None
-            parts = ranges_from_boundaries(
-                rest,
-                cuts,
-                self._parallelism - self._alive + 1,
-                keys_per_boundary=density,
-                page_keys=MAX_KEYS_PER_PAGE,
-            )
-            if len(parts) > 1:
-                self._cut_at_discovered_points = True
-                return self._hand_out(group, parts, slot, probe=False), MAX_KEYS_PER_PAGE
+            kept = self._split_at_cuts(group, rest, slot, page)
+            if kept is not None:
+                return kept, MAX_KEYS_PER_PAGE
         if rest.start_after is None:
             return unsplit
         remaining = min(estimate_remaining(page[0].key, page[-1].key, len(page), rest.end), 1e9)
@@ -527,6 +515,28 @@ class Enumerator:
         # Keys cluster (folders, dense runs of digits) where byte-wise cuts cannot see it, so a
         # cut range may well be empty: its first request only probes.
         return self._hand_out(group, parts, slot, probe=True, split_off=True), MAX_KEYS_PER_PAGE
+
+    def _split_at_cuts(
+        self, group: TaskGroup, rest: KeyRange, slot: OutputSlot, page: Sequence[ObjectRecord]
+    ) -> KeyRange | None:
+        """Cut ``rest`` at the points discovery found (once); the part kept, or None if no cut."""
+        assert self._cuts is not None
+        cuts, self._cuts = sorted(self._cuts), None
+        # Sized to whole pages only when the cuts cover the rest: past the last folder of a
+        # wide level lies a range that splits itself as it goes, and ranges of one size all
+        # finishing together would leave it to be split many ways at once.
+        density = _keys_per_boundary(page, cuts) if self._cuts_span_the_rest else None
+        parts = ranges_from_boundaries(
+            rest,
+            cuts,
+            self._parallelism - self._alive + 1,
+            keys_per_boundary=density,
+            page_keys=MAX_KEYS_PER_PAGE,
+        )
+        if len(parts) < 2:
+            return None
+        self._cut_at_discovered_points = True
+        return self._hand_out(group, parts, slot, probe=False)
 
     def _hand_out(
         self,

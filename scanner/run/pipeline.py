@@ -30,9 +30,10 @@ from scanner.output.external_sort import ExternalSort
 from scanner.output.ordering import OrderedOutput, Segment
 from scanner.output.writers import Writer
 from scanner.records import ObjectRecord, RecordColumns
-from scanner.run.offload import offloading
+from scanner.run.offload import Offloader, offloading
 from scanner.run.outputs import open_writer
 from scanner.run.summary import PageHandler, ScanSummary, finish_summary
+from scanner.storage.limits import AdaptiveLimiter
 from scanner.storage.s3.client import S3PageSource
 
 _UNORDERED_BUFFER = 32
@@ -271,108 +272,160 @@ async def _scan_into(
     ranges: Sequence[KeyRange] | None,
     checkpoint: Checkpoint | None = None,
 ) -> None:
+    """List by key ranges (the server lists in byte order) into ``output_to``."""
     handle = PageHandler(config, summary)
-    root = KeyRange(config.location.prefix)
-    parallelism = config.connection.concurrency
-    # With --processes auto, workers borrow request slots from it while they run.
-    limiter = source.limiter if isinstance(source, S3PageSource) else None
-
     if config.ordered:
+        await _OrderedRanges(config, source, output_to, summary, handle, checkpoint).run(ranges)
+    else:
+        await _unordered_ranges(config, source, output_to, summary, handle, ranges)
+    handle.finish()
+
+
+def _limiter_of(source: PageSource) -> AdaptiveLimiter | None:
+    # With --processes auto, workers borrow request slots from it while they run.
+    return source.limiter if isinstance(source, S3PageSource) else None
+
+
+class _OrderedRanges:
+    """Ranges listed concurrently, each into its segment of the ``OrderedOutput`` (key order),
+    journaled to the checkpoint when there is one, and resumed from it."""
+
+    def __init__(
+        self,
+        config: ScanConfig,
+        source: PageSource,
+        output_to: _Output,
+        summary: ScanSummary,
+        handle: PageHandler,
+        checkpoint: Checkpoint | None,
+    ) -> None:
+        self._config = config
+        self._source = source
+        self._output_to = output_to
+        self._summary = summary
+        self._handle = handle
+        self._checkpoint = checkpoint
+        self._output = OrderedOutput(0)
+
+    async def run(self, ranges: Sequence[KeyRange] | None) -> None:
+        config, checkpoint = self._config, self._checkpoint
         restored = await checkpoint.restore() if checkpoint is not None else None
-        whole = ranges[0] if ranges else root
-        output = OrderedOutput(
-            config.memory_budget,
-            temp_dir=config.temp_dir,
-            first=restored.first if restored is not None else Segment(whole.start_after, whole.end),
+        whole = ranges[0] if ranges else KeyRange(config.location.prefix)
+        first = restored.first if restored is not None else Segment(whole.start_after, whole.end)
+        self._output = output = OrderedOutput(config.memory_budget, temp_dir=config.temp_dir, first=first)
+        offload = offloading(
+            config, self._deliver, _limiter_of(self._source), self._summary.add_worker, run_scan
         )
-
-        async def emit_ordered(slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
-            assert isinstance(slot, Segment)
-            try:
-                output.add(slot, handle(records), records[-1].key)
-            except BaseException:
-                # Counted or filtered but not saved: the checkpoint's counts are off from here
-                # on, so it keeps its last save.
-                if checkpoint is not None:
-                    checkpoint.invalidate()
-                raise
-            await output.wait_for_room(slot)
-
-        def split_slot(slot: OutputSlot, parts: list[KeyRange]) -> list[OutputSlot]:
-            assert isinstance(slot, Segment)
-            return list(output.insert_after(slot, [(part.start_after, part.end) for part in parts]))
-
-        def finish_slot(slot: OutputSlot, complete: bool) -> None:
-            assert isinstance(slot, Segment)
-            output.finish(slot, complete)
-
-        async def deliver_ordered(file: IO[bytes], slot: object) -> None:
-            assert isinstance(slot, Segment)
-            size = os.fstat(file.fileno()).st_size
-            if size:
-                slot.preloaded.append((file, 0, size))
-            output.finish(slot, True)
-
         try:
-            offloads_to = offloading(config, deliver_ordered, limiter, summary.add_worker, run_scan)
-            async with offloads_to as offloader:
-                enumerator = Enumerator(
-                    source,
-                    root,
-                    parallelism=parallelism,
-                    emit=emit_ordered,
-                    split_slot=split_slot,
-                    finish_slot=finish_slot,
-                    hand_over=offloader,
-                    vetted=output_to.vetted,
-                )
-                summary.enumeration = enumerator.stats
+            async with offload as offloader:
+                enumerator = self._enumerator(offloader)
                 if restored is not None:
-                    handle.restore(restored.counters)
+                    self._handle.restore(restored.counters)
                     for segment in restored.complete:
                         output.finish(segment)
                 if checkpoint is not None:
-                    checkpoint.attach(output, handle.counters, lambda: not enumerator.stats.sequential)
+                    checkpoint.attach(output, self._handle.counters, lambda: not enumerator.stats.sequential)
                     # At once: a checkpoint location that cannot be written fails the scan now.
                     await checkpoint.save()
-                # The workers' files are part of the output: the drain finishes inside.
-                async with anyio.create_task_group() as group:
-                    group.start_soon(output.drain, output_to.write)
-                    if checkpoint is not None:
-                        group.start_soon(checkpoint.run_periodically)
-                    if restored is not None:
-                        await enumerator.run_slots(restored.work)
-                    elif ranges is None:
-                        await enumerator.run(output.first)
-                    else:
-                        await enumerator.run_ranges(ranges, output.first)
-                    if checkpoint is not None:
-                        await output.drained()
-                        group.cancel_scope.cancel()
+                await self._list(enumerator, restored.work if restored is not None else None, ranges)
         finally:
-            summary.spilled_bytes = output.spilled_bytes
+            self._summary.spilled_bytes = output.spilled_bytes
             output.close()
-        handle.finish()
-        return
 
+    def _enumerator(self, offloader: Offloader | None) -> Enumerator:
+        enumerator = Enumerator(
+            self._source,
+            KeyRange(self._config.location.prefix),
+            parallelism=self._config.connection.concurrency,
+            emit=self._emit,
+            split_slot=self._split_slot,
+            finish_slot=self._finish_slot,
+            hand_over=offloader,
+            vetted=self._output_to.vetted,
+        )
+        self._summary.enumeration = enumerator.stats
+        return enumerator
+
+    async def _list(
+        self,
+        enumerator: Enumerator,
+        work: Sequence[tuple[KeyRange, OutputSlot]] | None,
+        ranges: Sequence[KeyRange] | None,
+    ) -> None:
+        """The listing and the drain side by side; the workers' files are drained inside too."""
+        output, checkpoint = self._output, self._checkpoint
+        async with anyio.create_task_group() as group:
+            group.start_soon(output.drain, self._output_to.write)
+            if checkpoint is not None:
+                group.start_soon(checkpoint.run_periodically)
+            if work is not None:
+                await enumerator.run_slots(work)
+            elif ranges is None:
+                await enumerator.run(output.first)
+            else:
+                await enumerator.run_ranges(ranges, output.first)
+            if checkpoint is not None:
+                await output.drained()
+                group.cancel_scope.cancel()
+
+    async def _emit(self, slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
+        assert isinstance(slot, Segment)
+        try:
+            self._output.add(slot, self._handle(records), records[-1].key)
+        except BaseException:
+            # Counted or filtered but not saved: the checkpoint's counts are off from here on,
+            # so it keeps its last save.
+            if self._checkpoint is not None:
+                self._checkpoint.invalidate()
+            raise
+        await self._output.wait_for_room(slot)
+
+    def _split_slot(self, slot: OutputSlot, parts: list[KeyRange]) -> list[OutputSlot]:
+        assert isinstance(slot, Segment)
+        return list(self._output.insert_after(slot, [(part.start_after, part.end) for part in parts]))
+
+    def _finish_slot(self, slot: OutputSlot, complete: bool) -> None:
+        assert isinstance(slot, Segment)
+        self._output.finish(slot, complete)
+
+    async def _deliver(self, file: IO[bytes], slot: object) -> None:
+        """A worker's output file takes the place of the range it listed."""
+        assert isinstance(slot, Segment)
+        size = os.fstat(file.fileno()).st_size
+        if size:
+            slot.preloaded.append((file, 0, size))
+        self._output.finish(slot, True)
+
+
+async def _unordered_ranges(
+    config: ScanConfig,
+    source: PageSource,
+    output_to: _Output,
+    summary: ScanSummary,
+    handle: PageHandler,
+    ranges: Sequence[KeyRange] | None,
+) -> None:
+    """Ranges listed concurrently, pages written as they come (``--unordered``)."""
     async with _streamed(output_to) as send:
 
-        async def emit_unordered(slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
+        async def emit(slot: OutputSlot, records: Sequence[ObjectRecord]) -> None:
             chunk = handle(records)
             if chunk:
                 await send.send(chunk)
 
-        async def deliver_unordered(file: IO[bytes], slot: object) -> None:
+        async def deliver(file: IO[bytes], slot: object) -> None:
             while block := file.read(_WORKER_BLOCK):
                 await send.send(block)
 
         # The workers' files go into the stream too: it closes after them.
-        async with offloading(config, deliver_unordered, limiter, summary.add_worker, run_scan) as offloader:
+        async with offloading(
+            config, deliver, _limiter_of(source), summary.add_worker, run_scan
+        ) as offloader:
             enumerator = Enumerator(
                 source,
-                root,
-                parallelism=parallelism,
-                emit=emit_unordered,
+                KeyRange(config.location.prefix),
+                parallelism=config.connection.concurrency,
+                emit=emit,
                 hand_over=offloader,
                 vetted=output_to.vetted,
             )
@@ -381,7 +434,6 @@ async def _scan_into(
                 await enumerator.run(object())
             else:
                 await enumerator.run_ranges(ranges, object())
-    handle.finish()
 
 
 @asynccontextmanager
