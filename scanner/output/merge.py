@@ -11,7 +11,7 @@ import bisect
 import hashlib
 import heapq
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,7 +30,7 @@ MANIFEST_FORMAT: Final = "bucket-scanner-parts-manifest"
 
 async def _lines(
     path: str, connection: ConnectionConfig, seen: Callable[[bytes], None] | None = None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The lines of a JSON Lines file or S3 object, read a block at a time (each block also
     handed to ``seen``)."""
     async with _blocks(path, connection) as blocks:
@@ -50,7 +50,8 @@ async def _lines(
 async def _blocks(path: str, connection: ConnectionConfig) -> AsyncIterator[AsyncIterator[bytes]]:
     """A shard output's blocks, from a file or through the ``ObjectStore``."""
     if not path.startswith("s3://"):
-        yield _file_blocks(path)
+        async with aclosing(_file_blocks(path)) as blocks:
+            yield blocks
         return
     where = parse_s3_object_uri(path)
     objects = S3ObjectStore(where.bucket, connection, role="input", what="the shard output")
@@ -60,7 +61,7 @@ async def _blocks(path: str, connection: ConnectionConfig) -> AsyncIterator[Asyn
         yield blocks
 
 
-async def _file_blocks(path: str) -> AsyncIterator[bytes]:
+async def _file_blocks(path: str) -> AsyncGenerator[bytes, None]:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the generator
     except OSError as exc:
@@ -74,19 +75,22 @@ async def _records(
     path: str, connection: ConnectionConfig, seen: Callable[[bytes], None] | None = None
 ) -> AsyncGenerator[ObjectRecord, None]:
     number = 0
-    async for line in _lines(path, connection, seen):
-        number += 1
-        try:
-            fields = orjson.loads(line)
-            yield ObjectRecord(
-                fields["key"],
-                fields["size"],
-                fields["last_modified"],
-                fields["etag"],
-                fields["storage_class"],
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ScanError(f"{path}:{number}: not a bucket-scanner JSON Lines record ({exc})") from None
+    # Closed here, not left to the garbage collector: an input given up early (a merge that
+    # refuses) still closes its download in this task.
+    async with aclosing(_lines(path, connection, seen)) as lines:
+        async for line in lines:
+            number += 1
+            try:
+                fields = orjson.loads(line)
+                yield ObjectRecord(
+                    fields["key"],
+                    fields["size"],
+                    fields["last_modified"],
+                    fields["etag"],
+                    fields["storage_class"],
+                )
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ScanError(f"{path}:{number}: not a bucket-scanner JSON Lines record ({exc})") from None
 
 
 async def merge_shards(

@@ -431,22 +431,18 @@ def test_shards_racing_to_plan_end_up_with_one_plan(s3: S3Target) -> None:
 
 
 def test_a_server_that_ignores_the_condition_is_refused(
-    moto_target: S3Target, monkeypatch: pytest.MonkeyPatch
+    rclone_target: S3Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """If a second conditional put of the key succeeds too, pods could each have stored and used
-    a plan of their own: the shard stops (exit code 2) rather than list with one."""
-    import scanner.storage.s3.upload
+    """rclone serve s3 stores a PUT with If-None-Match over an existing key (the object contract
+    suite records it): pods could each have stored and used a plan of their own there, so the
+    shard stops (exit code 2) rather than list with one."""
     from scanner.config import parse_s3_uri
     from scanner.listing.plan import shared_plan
 
-    async def always_created(location: object, connection: object, data: bytes) -> bool:
-        return True
-
-    monkeypatch.setattr(scanner.storage.s3.upload, "put_new_object", always_created)
-    moto_target.use_in(monkeypatch)
-    bucket = moto_target.new_bucket([f"k{n:04d}" for n in range(1500)])
-    out = moto_target.new_bucket()
-    connection = ConnectionConfig(endpoint_url=moto_target.endpoint_url, addressing_style="path")
+    rclone_target.use_in(monkeypatch)
+    bucket = rclone_target.new_bucket([f"k{n:04d}" for n in range(1500)])
+    out = rclone_target.new_bucket()
+    connection = ConnectionConfig(endpoint_url=rclone_target.endpoint_url, addressing_style="path")
     with pytest.raises(UsageError, match="ignored If-None-Match"):
         anyio.run(shared_plan, f"s3://{out}/plan.json", parse_s3_uri(f"s3://{bucket}"), connection, 2)
 

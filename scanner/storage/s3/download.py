@@ -18,7 +18,7 @@ use the same credentials, endpoint and addressing style.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any, Final
 
@@ -87,7 +87,7 @@ class S3Download:
         self.exists = True
         return True
 
-    async def blocks(self) -> AsyncIterator[bytes]:
+    async def blocks(self) -> AsyncGenerator[bytes, None]:
         """The body in blocks of at most ``block_size`` bytes, as they arrive."""
         if self._body is None:
             return

@@ -8,7 +8,7 @@ botocore error passes through ``scanner.storage.errors``, with the role of the o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -50,7 +50,11 @@ class S3ObjectStore:
         self, key: str, block_size: int = BLOCK_SIZE
     ) -> AsyncIterator[AsyncIterator[bytes] | None]:
         async with self._download(key, block_size) as download:
-            yield download.blocks() if download.exists else None
+            if not download.exists:
+                yield None
+                return
+            async with aclosing(download.blocks()) as blocks:
+                yield blocks
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         location = S3Location(self.bucket, key)
