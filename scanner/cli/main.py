@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from scanner import __version__
+from scanner.cli import checks
+from scanner.cli.checks import check_output
 from scanner.cli.selection import add_selection_arguments, selection_from_args
 from scanner.cli.shards import add_shard_commands, run_shard_command, shard_from_args, shard_range_from_args
 from scanner.config import (
@@ -31,7 +33,6 @@ from scanner.config import (
     ConnectionConfig,
     OutputFormat,
     ScanConfig,
-    parse_s3_object_uri,
     parse_s3_uri,
 )
 from scanner.errors import OutputClosed, ScanError, UsageError, first_failure, redact
@@ -111,6 +112,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 def connection_from_args(args: argparse.Namespace) -> ConnectionConfig:
     if args.ca_bundle and not os.path.isfile(args.ca_bundle):
         raise UsageError(f"CA bundle {args.ca_bundle!r} does not exist")
+    checks.check_endpoint_url(args.endpoint_url)
     return ConnectionConfig(
         endpoint_url=args.endpoint_url,
         region=args.region,
@@ -280,11 +282,15 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     if args.state:
         if args.state == "-":
             raise UsageError("--state must be a file path or an s3:// URI")
-        check_output(args.state)
+        check_output(args.state, "state")
     if args.checkpoint:
         check_checkpoint(args, output)
     elif args.checkpoint_interval:
         raise UsageError("--checkpoint-interval needs --checkpoint")
+    if args.temp_dir:
+        checks.check_temp_dir(args.temp_dir)
+    if args.summary:
+        checks.check_summary(args.summary)
     config = ScanConfig(
         location=location,
         connection=connection,
@@ -341,22 +347,6 @@ def check_checkpoint(args: argparse.Namespace, output: str) -> None:
     check_location(args.checkpoint)
 
 
-def check_output(output: str) -> None:
-    """Reject an unusable output before any request is made."""
-    if output == "-":
-        return
-    if output.startswith("s3://"):
-        parse_s3_object_uri(output)
-        return
-    directory = os.path.dirname(os.path.abspath(output))
-    if os.path.isdir(output):
-        raise UsageError(f"output path {output!r} is a directory")
-    if not os.path.isdir(directory):
-        raise UsageError(f"output directory {directory!r} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise UsageError(f"cannot write to output directory {directory!r}")
-
-
 def _format_bytes(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -372,17 +362,17 @@ def _print_error(message: str, secrets: tuple[str, ...] = ()) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
-        _apply_environment(parser, args)
+        parsed = parser.parse_args(argv)
+        _apply_environment(parser, parsed)
+        args = parsed
         if args.command != "scan":
             return run_shard_command(args, connection_from_args)
         config = config_from_args(args)
-    except UsageError as exc:
-        _print_error(str(exc))
-        return exc.exit_code
     except ScanError as exc:
         _print_error(str(exc))
+        checks.write_failure_summary(checks.summary_path(argv, args), checks.uri_given(argv, args), exc)
         return exc.exit_code
     return _run(config, reporting_from_args(args))
 

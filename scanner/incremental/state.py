@@ -93,7 +93,7 @@ class StateWriter:
         self.uri = uri
         self.objects = 0
         self._created = created or datetime.now(UTC).isoformat(timespec="seconds")
-        self._sink = open_sink(destination, connection)
+        self._sink = open_sink(destination, connection, role="state")
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
         self._pending: list[bytes] = []
         self._pending_size = 0

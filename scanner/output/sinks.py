@@ -60,8 +60,10 @@ class StdoutSink:
 
 
 class AtomicFileSink:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, role: str = "output") -> None:
         self.path = path
+        # What the file is, for error messages ("output", "state").
+        self.role = role
         self._temp_path: str | None = None
         self._unnamed = False
         self._file: BinaryIO | None = None
@@ -69,7 +71,7 @@ class AtomicFileSink:
     async def open(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if os.path.isdir(self.path):
-            raise UsageError(f"output path {self.path!r} is a directory")
+            raise UsageError(f"{self.role} path {self.path!r} is a directory")
         if os.path.exists(self.path) and not stat.S_ISREG(os.stat(self.path).st_mode):
             # A device or a pipe (/dev/null, a FIFO): write to it; renaming over it would
             # replace the device with a file.
@@ -79,14 +81,14 @@ class AtomicFileSink:
                 raise UsageError(f"cannot write to {self.path!r}: {exc.strerror}") from exc
             return
         if not os.path.isdir(directory):
-            raise UsageError(f"output directory {directory!r} does not exist")
+            raise UsageError(f"{self.role} directory {directory!r} does not exist")
         try:
             fd = self._open_unnamed(directory)
             if fd is None:
                 name = os.path.basename(self.path)
                 fd, self._temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".partial")
         except OSError as exc:
-            raise UsageError(f"cannot write to output directory {directory!r}: {exc.strerror}") from exc
+            raise UsageError(f"cannot write to {self.role} directory {directory!r}: {exc.strerror}") from exc
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
 
     def _open_unnamed(self, directory: str) -> int | None:
@@ -210,11 +212,12 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def open_sink(output: str, connection: ConnectionConfig | None = None) -> Sink:
+def open_sink(output: str, connection: ConnectionConfig | None = None, role: str = "output") -> Sink:
+    """The sink for ``output``; ``role`` names it in error messages ("output", "state")."""
     if output == "-":
         return StdoutSink()
     if output.startswith("s3://"):
         from scanner.storage.s3.upload import S3UploadSink
 
-        return S3UploadSink(parse_s3_object_uri(output), connection or ConnectionConfig())
-    return AtomicFileSink(output)
+        return S3UploadSink(parse_s3_object_uri(output), connection or ConnectionConfig(), role=role)
+    return AtomicFileSink(output, role)

@@ -22,9 +22,14 @@ PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum for all but the last part is 
 
 class S3UploadSink:
     def __init__(
-        self, location: S3Location, connection: ConnectionConfig, part_size: int = PART_SIZE
+        self,
+        location: S3Location,
+        connection: ConnectionConfig,
+        part_size: int = PART_SIZE,
+        role: str = "output",
     ) -> None:
         self.location = location
+        self.role = role
         self._connection = connection
         self._part_size = part_size
         self._buffer: list[bytes] = []
@@ -114,7 +119,7 @@ class S3UploadSink:
     async def _call(self, method: Any, **params: Any) -> Any:
         where = f"s3://{self.location.bucket}/{self.location.prefix}"
         needs = f"s3:PutObject on arn:aws:s3:::{self.location.bucket}/{self.location.prefix}"
-        with object_errors(ObjectCall("write", "writing", where, "output", "the output", needs)):
+        with object_errors(ObjectCall("write", "writing", where, self.role, f"the {self.role}", needs)):
             return await method(**params)
 
 

@@ -1,0 +1,130 @@
+"""Checks of the command line that need no request: every bad input found before the first one.
+
+Each check raises ``UsageError`` (exit code 2) with one line that names the option, or returns
+what the scan should use instead (with a warning to print).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from scanner.config import parse_s3_uri
+from scanner.errors import ScanError, UsageError
+
+
+def check_output(output: str, role: str = "output") -> None:
+    """Reject an unusable output (or ``--state``) before any request is made."""
+    if output == "-":
+        return
+    if output.startswith("s3://"):
+        if not parse_s3_uri(output).prefix or output.endswith("/"):
+            raise UsageError(f"{role} {output!r} must name an object (s3://BUCKET/KEY), not a folder")
+        return
+    directory = os.path.dirname(os.path.abspath(output))
+    if os.path.isdir(output):
+        raise UsageError(f"{role} path {output!r} is a directory")
+    if not os.path.isdir(directory):
+        raise UsageError(f"{role} directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"cannot write to {role} directory {directory!r}")
+
+
+def check_summary(path: str) -> None:
+    """``--summary`` is written in place after the scan: it must be writable now.
+
+    Tried for real, not with ``os.access``, which says yes to root for any path (``/proc`` too):
+    an existing file (``/dev/termination-log``) is opened for appending and closed, a new one
+    created and removed.
+    """
+    if os.path.isdir(path):
+        raise UsageError(f"--summary {path!r} is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(path) and not os.path.isdir(directory):
+        raise UsageError(f"--summary: directory {directory!r} does not exist")
+    existed = os.path.exists(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | (0 if existed else os.O_CREAT | os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads yet
+            return
+        raise UsageError(f"--summary: cannot write to {path!r}: {exc.strerror}") from None
+    os.close(fd)
+    if not existed:
+        os.unlink(path)
+
+
+def check_temp_dir(path: str, option: str = "--temp-dir") -> None:
+    """Spill files go to ``--temp-dir``: an existing directory this process can write to."""
+    if not os.path.exists(path):
+        raise UsageError(f"{option}: directory {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise UsageError(f"{option}: {path!r} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: cannot write to directory {path!r}")
+
+
+def check_endpoint_url(url: str | None) -> None:
+    """An endpoint is an http:// or https:// URL with a host; anything else cannot be S3."""
+    given = [("--endpoint-url", url)] if url else []
+    if not given:
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+            value = os.environ.get(name)
+            if value:
+                given = [(name, value)]
+                break
+    for option, value in given:
+        try:
+            parts = urlsplit(value)
+            scheme, host = parts.scheme.lower(), parts.hostname
+        except ValueError:
+            scheme, host = "", None
+        if scheme not in ("http", "https"):
+            raise UsageError(f"{option} {value!r} is not an http:// or https:// URL")
+        if not host:
+            raise UsageError(f"{option} {value!r} names no host")
+
+
+def summary_path(argv: Sequence[str] | None, args: argparse.Namespace | None) -> str | None:
+    """Where ``--summary`` asks for the summary, even when the rest of the command line is bad."""
+    if args is not None:
+        given: str | None = getattr(args, "summary", None)
+        return given
+    words = list(sys.argv[1:] if argv is None else argv)
+    for index, word in enumerate(words):
+        if word == "--summary" and index + 1 < len(words):
+            return words[index + 1]
+        if word.startswith("--summary="):
+            return word.removeprefix("--summary=")
+    return os.environ.get("SCANNER_SUMMARY") or None
+
+
+def uri_given(argv: Sequence[str] | None, args: argparse.Namespace | None) -> str:
+    """The S3 URI of the command line, for the summary of a run that never started."""
+    if args is not None:
+        return str(getattr(args, "uri", None) or "")
+    words = list(sys.argv[1:] if argv is None else argv)
+    found = [word for word in words if word.startswith("s3://")]
+    return found[0] if found else os.environ.get("SCANNER_URI", "")
+
+
+def write_failure_summary(path: str | None, uri: str, error: ScanError) -> None:
+    """The summary of a run that stopped before its first request, where it can be written.
+
+    The README promises a summary after failure too; a ``--summary`` that is itself the bad input
+    (or cannot be written) gets nothing more than the error line already printed.
+    """
+    if not path:
+        return
+    from scanner.report.events import summary_document, write_summary
+
+    try:
+        check_summary(path)
+        write_summary(path, summary_document(None, uri, "failed", error))
+    except ScanError:
+        pass
