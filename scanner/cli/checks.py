@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from scanner.config import parse_s3_uri
 from scanner.errors import ScanError, UsageError
+from scanner.storage.limits import MAX_CONCURRENCY, fit_to_descriptors, out_of_descriptors
 
 
 def check_output(output: str, role: str = "output") -> None:
@@ -32,6 +33,35 @@ def check_output(output: str, role: str = "output") -> None:
         raise UsageError(f"{role} directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise UsageError(f"cannot write to {role} directory {directory!r}")
+
+
+def concurrency(text: str) -> int:
+    """``--concurrency``: a whole number from 1 to ``MAX_CONCURRENCY``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"{value} is more than {MAX_CONCURRENCY} requests in flight, which only queue behind "
+            "the CPU (--processes or --shard list faster)"
+        )
+    return value
+
+
+def fit_concurrency(requested: int) -> int:
+    """``requested`` as the open-file limit allows (raised if it may be), with a warning if lowered."""
+    fitted, limit = fit_to_descriptors(requested)
+    if limit is not None:
+        print(
+            f"warning: --concurrency {requested} lowered to {fitted}: the open-file limit is {limit} "
+            "(raise it with ulimit -n)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return fitted
 
 
 def check_summary(path: str) -> None:
@@ -128,3 +158,10 @@ def write_failure_summary(path: str | None, uri: str, error: ScanError) -> None:
         write_summary(path, summary_document(None, uri, "failed", error))
     except ScanError:
         pass
+
+
+def unexpected_failure(found: BaseException) -> ScanError:
+    """An exception no layer turned into a ``ScanError``, as one line that says what it is."""
+    if isinstance(found, OSError) and found.errno in (errno.EMFILE, errno.ENFILE):
+        return ScanError(out_of_descriptors("during the scan"))
+    return ScanError(f"unexpected {type(found).__name__}: {found}")

@@ -101,7 +101,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-bundle", help="PEM file of CA certificates to verify TLS with")
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=checks.concurrency,
         help=f"most ListObjectsV2 requests in flight (default {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
@@ -121,7 +121,7 @@ def connection_from_args(args: argparse.Namespace) -> ConnectionConfig:
         no_sign_request=bool(args.no_sign_request),
         request_payer=bool(args.request_payer),
         ca_bundle=args.ca_bundle,
-        concurrency=args.concurrency or DEFAULT_CONCURRENCY,
+        concurrency=checks.fit_concurrency(args.concurrency or DEFAULT_CONCURRENCY),
         max_attempts=args.max_attempts or 10,
     )
 
@@ -474,7 +474,7 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
         else:
             if os.environ.get("SCANNER_DEBUG"):
                 raise
-            failure = ScanError(f"unexpected {type(found).__name__}: {found}")
+            failure = checks.unexpected_failure(found)
     if received:
         name = "interrupted" if received[0] == signal.SIGINT else "terminated"
         failure = ScanError(f"{name}; no output was written")

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import S3Target, run_scanner
+from tests.conftest import REPO_ROOT, S3Target, run_scanner
+from tests.faultproxy import FaultProxy
+from tests.keysets import nested_keys
 
 # Nothing listens on port 9: a request that was attempted would fail differently (exit 5).
 NOWHERE = "http://127.0.0.1:9"
@@ -148,3 +154,152 @@ def test_state_in_a_missing_bucket_is_called_state(moto_target: S3Target, tmp_pa
     )
     line = one_error_line(result, 4, "state bucket 'no-such-state-bucket' does not exist")
     assert "output" not in line
+
+
+# --- --concurrency: bounded by what helps and by the open-file limit ---------------------------
+
+
+def test_concurrency_above_the_maximum_is_a_usage_error() -> None:
+    result = run_scanner(
+        ["scan", "s3://bucket", "--endpoint-url", NOWHERE, "--concurrency", "100000"], offline_env()
+    )
+    one_error_line(result, 2, "--concurrency", "1024")
+    result = run_scanner(
+        ["scan", "s3://bucket", "--endpoint-url", NOWHERE], offline_env(SCANNER_CONCURRENCY="5000")
+    )
+    one_error_line(result, 2, "SCANNER_CONCURRENCY", "1024")
+
+
+def summary_of(result: subprocess.CompletedProcess[str], path: Path) -> dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
+def test_many_requests_in_flight_cost_few_requests_on_a_small_bucket(
+    moto_target: S3Target, tmp_path: Path
+) -> None:
+    """--concurrency 1000 on 3,075 keys sent 2,131 requests (12 at the default): discovery and
+    probes looked for a cut point per request slot."""
+    bucket = moto_target.shared_bucket("nested-3075", nested_keys(3075))
+    out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
+    result = run_scanner(
+        ["scan", f"s3://{bucket}", "-o", str(out), "--concurrency", "1000", "--summary", str(summary)],
+        moto_target.env(),
+    )
+    document = summary_of(result, summary)
+    assert document["objects"] == 3075
+    assert len(out.read_text().splitlines()) == 3075
+    assert document["requests"] < 120, document
+
+
+def _low_file_limit(limit: int) -> Callable[[], None]:
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return lower
+
+
+def test_concurrency_is_lowered_to_what_the_open_file_limit_allows(
+    moto_target: S3Target, tmp_path: Path
+) -> None:
+    """With ``ulimit -n 160``, --concurrency 1000 ran out of descriptors and exited 5 saying it
+    could not connect; now it lowers itself, says so in one warning line, and lists everything."""
+    bucket = moto_target.shared_bucket("nested-3075", nested_keys(3075))
+    out = tmp_path / "o.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "scanner", "scan", f"s3://{bucket}", "-o", str(out), "--concurrency", "1000"],
+        env={**moto_target.env(), "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=_low_file_limit(160),
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: --concurrency 1000 lowered to 48: the open-file limit is 160 (raise it with ulimit -n)"
+    ], result.stderr
+    assert len(out.read_text().splitlines()) == 3075
+
+
+_EXHAUST_DESCRIPTORS = """
+import os, sys, anyio
+from scanner.config import ConnectionConfig, S3Location
+from scanner.errors import ScanError
+from scanner.keyspace import KeyRange
+from scanner.storage.s3.client import S3PageSource
+
+async def main() -> None:
+    connection = ConnectionConfig(endpoint_url=sys.argv[1], region="us-east-1", max_attempts=3)
+    async with S3PageSource(S3Location(sys.argv[2], ""), connection) as source:
+        await source.list_page(KeyRange(""))  # one request made: everything is loaded
+        await source._http.close()  # no connection to reuse
+        source._http = None
+        import aiohttp
+        source._http = aiohttp.ClientSession()
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            await source.list_page(KeyRange(""))
+        except ScanError as exc:
+            for fd in held:
+                os.close(fd)
+            print(type(exc).__name__, exc)
+        await source._http.close()
+
+anyio.run(main)
+"""
+
+
+def test_running_out_of_descriptors_is_not_an_unreachable_endpoint(moto_target: S3Target) -> None:
+    bucket = moto_target.new_bucket(["a"])
+    result = subprocess.run(
+        [sys.executable, "-c", _EXHAUST_DESCRIPTORS, moto_target.endpoint_url, bucket],
+        env={**moto_target.env(), "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    kind, _, message = result.stdout.strip().partition(" ")
+    assert kind == "ScanError", result.stdout  # not EndpointError (exit 5)
+    assert message.startswith("out of file descriptors connecting to http://127.0.0.1:"), message
+    assert "ulimit -n" in message
+
+
+def test_a_failed_range_is_named_by_its_folder_not_its_bounds(moto_target: S3Target, tmp_path: Path) -> None:
+    """Errors showed a split range's raw bounds, such as ('\\u07c0,', the end]."""
+    keys = [f"{i:04x}\u07c0{i}" for i in range(3000)]
+    bucket = moto_target.shared_bucket("flat-odd-3000", keys)
+    with FaultProxy(
+        moto_target.endpoint_url,
+        credentials=(moto_target.access_key, moto_target.secret_key),
+        rate=1.0,
+        kinds=["internal_500"],
+        from_request=4,
+    ) as proxy:
+        result = run_scanner(
+            [
+                "scan",
+                f"s3://{bucket}",
+                "--endpoint-url",
+                proxy.url,
+                "--max-attempts",
+                "2",
+                "-o",
+                str(tmp_path / "o"),
+            ],
+            {**moto_target.env(), "AWS_ENDPOINT_URL": proxy.url},
+        )
+    line = one_error_line(result, 1, f"s3://{bucket}/", "after repeated failures", "InternalError")
+    assert "\u07c0" not in line
+    assert "the end" not in line
+    assert "the start" not in line
+    assert not (tmp_path / "o").exists()
