@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from scanner.config import parse_s3_uri
 from scanner.errors import ScanError, UsageError
+from scanner.run.pipeline import ScanSummary
 from scanner.storage.limits import MAX_CONCURRENCY, fit_to_descriptors, out_of_descriptors
 
 
@@ -120,18 +121,20 @@ def check_endpoint_url(url: str | None) -> None:
             raise UsageError(f"{option} {value!r} names no host")
 
 
-def summary_path(argv: Sequence[str] | None, args: argparse.Namespace | None) -> str | None:
-    """Where ``--summary`` asks for the summary, even when the rest of the command line is bad."""
+def option_value(argv: Sequence[str] | None, args: argparse.Namespace | None, dest: str) -> str | None:
+    """An option's value (``--summary``, ``--log-format``), even when the rest of the command
+    line is bad: from the parsed arguments, else the words of argv, else ``SCANNER_<OPTION>``."""
     if args is not None:
-        given: str | None = getattr(args, "summary", None)
+        given: str | None = getattr(args, dest, None)
         return given
+    option = "--" + dest.replace("_", "-")
     words = list(sys.argv[1:] if argv is None else argv)
     for index, word in enumerate(words):
-        if word == "--summary" and index + 1 < len(words):
+        if word == option and index + 1 < len(words):
             return words[index + 1]
-        if word.startswith("--summary="):
-            return word.removeprefix("--summary=")
-    return os.environ.get("SCANNER_SUMMARY") or None
+        if word.startswith(option + "="):
+            return word.removeprefix(option + "=")
+    return os.environ.get("SCANNER_" + dest.upper()) or None
 
 
 def uri_given(argv: Sequence[str] | None, args: argparse.Namespace | None) -> str:
@@ -165,3 +168,19 @@ def unexpected_failure(found: BaseException) -> ScanError:
     if isinstance(found, OSError) and found.errno in (errno.EMFILE, errno.ENFILE):
         return ScanError(out_of_descriptors("during the scan"))
     return ScanError(f"unexpected {type(found).__name__}: {found}")
+
+
+def what_was_written(output: str, summary: ScanSummary) -> str:
+    """For a stopped scan: nothing at a file or S3 output, but standard output cannot be taken back."""
+    if output != "-" or not summary.streamed_bytes:
+        return "no output was written"
+    lines = summary.streamed_lines
+    return (
+        f"{lines:,} {plural(lines, 'line')} ({summary.streamed_bytes:,} bytes) had already gone to "
+        "standard output"
+    )
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``word`` for one, ``many`` (or ``word`` + "s") otherwise."""
+    return word if count == 1 else (many or word + "s")

@@ -19,6 +19,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
@@ -371,8 +372,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_shard_command(args, connection_from_args)
         config = config_from_args(args)
     except ScanError as exc:
-        _print_error(str(exc))
-        checks.write_failure_summary(checks.summary_path(argv, args), checks.uri_given(argv, args), exc)
+        uri = checks.uri_given(argv, args)
+        if checks.option_value(argv, args, "log_format") == "json":
+            from scanner.report.events import EventLog
+
+            EventLog("json").event("error", "scan-failed", uri=uri, error=str(exc), exit_code=exc.exit_code)
+        else:
+            _print_error(str(exc))
+        checks.write_failure_summary(checks.option_value(argv, args, "summary"), uri, exc)
         return exc.exit_code
     return _run(config, reporting_from_args(args))
 
@@ -399,7 +406,7 @@ def reporting_from_args(args: argparse.Namespace) -> Reporting:
 def _run(config: ScanConfig, reporting: Reporting) -> int:
     import anyio
 
-    from scanner.report.events import EventLog, show_progress
+    from scanner.report.events import EventLog, route_library_logs, show_progress
     from scanner.run.pipeline import run_scan
 
     received: list[int] = []
@@ -408,6 +415,7 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
     )
     log = EventLog(reporting.log_format, reporting.log_level)
     log.secrets = secrets
+    route_library_logs(log, reporting.log_level)
     structured = reporting.log_format == "json"
     terminal = sys.stderr.isatty() and not structured
     live = ScanSummary()
@@ -447,6 +455,7 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
 
         return anyio.run(guarded, backend="asyncio", backend_options={"use_uvloop": True})
 
+    started = time.perf_counter()
     started_level = "info" if structured else "debug"
     log.event(started_level, "scan-started", uri=str(config.location), output=config.output)
     summary: ScanSummary | None = None
@@ -477,7 +486,7 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
             failure = checks.unexpected_failure(found)
     if received:
         name = "interrupted" if received[0] == signal.SIGINT else "terminated"
-        failure = ScanError(f"{name}; no output was written")
+        failure = ScanError(f"{name}; {checks.what_was_written(config.output, live)}")
         code = 128 + received[0]
     elif failure is not None:
         code = failure.exit_code
@@ -486,17 +495,24 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
             f"{failure}; progress is saved in {config.checkpoint}: run the same command again to resume"
         )
     if failure is not None:
-        _print_error(str(failure), secrets)
+        if structured:
+            log.event("error", "scan-failed", uri=str(config.location), error=str(failure), exit_code=code)
+        else:
+            _print_error(str(failure), secrets)
     elif summary is not None and not reporting.quiet:
-        _report_success(summary, log, structured)
+        _report_success(summary, log, structured, str(config.location))
+    if summary is None:
+        # What the scan that failed or was stopped did: its requests, its objects so far.
+        live.seconds = time.perf_counter() - started
+        summary = live
     return _publish(config, reporting, summary, failure, code, secrets)
 
 
-def _report_success(summary: ScanSummary, log: Any, structured: bool) -> None:
+def _report_success(summary: ScanSummary, log: Any, structured: bool, uri: str) -> None:
     if structured:
         from scanner.report.events import summary_document
 
-        log.event("info", "scan-finished", **summary_document(summary, "", "succeeded"))
+        log.event("info", "scan-finished", **summary_document(summary, uri, "succeeded"))
         return
     print(
         f"scanned {summary.objects:,} objects, {_format_bytes(summary.bytes)}, "

@@ -41,8 +41,13 @@ class StdoutSink:
         pass
 
     async def write(self, chunk: bytes) -> None:
+        # A write interrupted by a signal (SIGINT while the reader is slow) can return having
+        # taken only part of the chunk: the rest must follow, or lines would be cut.
+        view = memoryview(chunk)
         try:
-            self._stream.write(chunk)
+            while view:
+                taken = self._stream.write(view)
+                view = view[taken:]
         except BrokenPipeError as exc:
             raise OutputClosed from exc
 

@@ -11,6 +11,7 @@ Nothing here ever prints a credential: messages pass through ``redact`` first.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +48,33 @@ class EventLog:
             parts = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
             line = f"{now} {level} {name} {parts}".rstrip()
         print(redact(line, self.secrets), file=self._stream, flush=True)
+
+
+# Debug events from the layers below (``logging.getLogger("scanner....")``), each a message that
+# names the event and ``extra={"fields": {...}}``: the library logs through ``logging`` as usual,
+# and the command line turns the records into events of its ``EventLog``.
+_PYTHON_LEVELS: Final = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+
+class EventHandler(logging.Handler):
+    """``logging`` records of the ``scanner`` loggers as ``EventLog`` events."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = _PYTHON_LEVELS.get(record.levelno, "error")
+        fields = getattr(record, "fields", None) or {}
+        self._log.event(level, record.getMessage(), **fields)
+
+
+def route_library_logs(log: EventLog, level: str) -> None:
+    """Send the ``scanner`` loggers' records at ``level`` and above to ``log`` (and nowhere else)."""
+    logger = logging.getLogger("scanner")
+    logger.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
+    logger.addHandler(EventHandler(log))
+    logger.propagate = False
 
 
 def _text(value: Any) -> str:

@@ -9,6 +9,7 @@ budgeted buffers (with spill files past the budget), and one writer that owns th
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 _UNORDERED_BUFFER = 32
 _SORT_BUDGET_SHARE = 3
 _WORKER_BLOCK = 1 << 20
+_log = logging.getLogger("scanner.run")
 
 
 @dataclass
@@ -65,6 +67,9 @@ class ScanSummary:
     strategy: str = "ranges"
     switched_because: str | None = None
     walk: WalkStats = field(default_factory=WalkStats)
+    # With standard output: bytes and lines handed to it so far (a stopped scan says so).
+    streamed_bytes: int = 0
+    streamed_lines: int = 0
 
     def restart_counts(self) -> None:
         """Forget what a listing that was given up counted (its output is thrown away)."""
@@ -167,7 +172,7 @@ async def run_scan(
     summary = summary if summary is not None else ScanSummary()
     profile = check_profile(config, ranges)
     checkpoint = await _open_checkpoint(config) if profile.ranged else None
-    output = _Output(config)
+    output = _Output(config, summary)
     try:
         await output.writer.open()
         try:
@@ -205,17 +210,22 @@ class _Output:
     (``vetted``), so that a switch to the tree walk rarely finds anything written.
     """
 
-    def __init__(self, config: ScanConfig) -> None:
+    def __init__(self, config: ScanConfig, summary: ScanSummary | None = None) -> None:
         self._config = config
         self.writer: Writer = open_writer(config)
         self.streamed = config.output == "-"
         self.vetted = anyio.Event()
         self.written = 0
+        self._summary = summary
 
     async def write(self, chunk: bytes) -> None:
         if self.streamed and not self.vetted.is_set():
             await self.vetted.wait()
         self.written += len(chunk)
+        if self.streamed and self._summary is not None:
+            # What a stopped scan has already sent, and cannot take back.
+            self._summary.streamed_bytes += len(chunk)
+            self._summary.streamed_lines += chunk.count(b"\n")
         await self.writer.write(chunk)
 
     async def restart(self) -> None:
@@ -239,6 +249,17 @@ async def _scan_by_profile(
 ) -> None:
     """Ranges where the server keeps byte order, else the tree walk; switch at the first sign."""
     differs: ServerOrderDiffers | None = None
+    _log.debug(
+        "listing-strategy",
+        extra={
+            "fields": {
+                "server_profile": profile.name,
+                "learned": profile.learned,
+                "strategy": "ranges" if profile.ranged else "tree walk",
+                "concurrency": config.connection.concurrency,
+            }
+        },
+    )
     if profile.ranged:
         try:
             await _scan_into(config, source, output, summary, ranges, checkpoint)
@@ -252,6 +273,9 @@ async def _scan_by_profile(
             # again on a server that cannot take them.
             checkpoint.invalidate()
             await checkpoint.store.clear()
+        _log.debug(
+            "server-profile-learned", extra={"fields": {"strategy": "tree walk", "because": str(differs)}}
+        )
         await _start_over(config, output, summary, ranges, differs)
     output.vetted.set()
     summary.strategy = "tree walk"

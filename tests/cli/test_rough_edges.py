@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,8 +20,10 @@ import pytest
 
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
 from tests.faultproxy import FaultProxy
+from tests.http_stub import stub_server
 from tests.keysets import nested_keys
 
+INTERNAL_ERROR = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>boom</Message></Error>"
 # Nothing listens on port 9: a request that was attempted would fail differently (exit 5).
 NOWHERE = "http://127.0.0.1:9"
 
@@ -303,3 +306,137 @@ def test_a_failed_range_is_named_by_its_folder_not_its_bounds(moto_target: S3Tar
     assert "the end" not in line
     assert "the start" not in line
     assert not (tmp_path / "o").exists()
+
+
+# --- a stopped scan says what already went to standard output -----------------------------------
+
+
+def test_sigint_while_writing_to_stdout_says_what_was_written(moto_target: S3Target) -> None:
+    """It said "interrupted; no output was written" after 5,000 lines had gone out."""
+    bucket = moto_target.shared_bucket("nested-20000", nested_keys())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scanner", "scan", f"s3://{bucket}", "--concurrency", "2"],
+        env={**moto_target.env(), "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert process.stdout is not None
+    # Some output, then nobody reads: the pipe fills and the scan waits on it, so it is still
+    # running when the signal arrives, however fast the server is. (Unbuffered: what is read
+    # here is all that left the pipe.)
+    first = process.stdout.read(1)
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=120)
+    written = first + rest
+    assert process.returncode == 130, stderr
+    lines = written.count(b"\n")
+    assert 0 < lines < 20_000
+    assert stderr.decode().splitlines() == [
+        f"error: interrupted; {lines:,} lines ({len(written):,} bytes) had already gone to standard output"
+    ]
+
+
+# --- JSON logs, debug events, and the summary of a failed run -----------------------------------
+
+
+def json_events(stderr: str) -> list[dict[str, Any]]:
+    events = [json.loads(line) for line in stderr.splitlines()]
+    assert all({"time", "level", "event"} <= set(event) for event in events), events
+    return events
+
+
+def test_scan_finished_carries_the_uri(moto_target: S3Target, tmp_path: Path) -> None:
+    bucket = moto_target.new_bucket(["p/a", "p/b"])
+    result = run_scanner(
+        ["scan", f"s3://{bucket}/p/", "-o", str(tmp_path / "o"), "--log-format", "json"], moto_target.env()
+    )
+    assert result.returncode == 0, result.stderr
+    finished = json_events(result.stderr)[-1]
+    assert finished["event"] == "scan-finished"
+    assert finished["uri"] == f"s3://{bucket}/p/"
+
+
+def test_a_failure_is_a_json_event_with_json_logs(moto_target: S3Target, tmp_path: Path) -> None:
+    result = run_scanner(
+        ["scan", "s3://no-such-bucket", "-o", str(tmp_path / "o"), "--log-format", "json"], moto_target.env()
+    )
+    assert result.returncode == 4
+    failed = json_events(result.stderr)[-1]
+    assert failed["event"] == "scan-failed"
+    assert failed["level"] == "error"
+    assert failed["uri"] == "s3://no-such-bucket/"
+    assert failed["exit_code"] == 4
+    assert "does not exist" in failed["error"]
+    # A usage error too, from the environment's SCANNER_LOG_FORMAT.
+    result = run_scanner(
+        ["scan", "s3://bucket", "--concurrency", "0"], offline_env(SCANNER_LOG_FORMAT="json")
+    )
+    assert result.returncode == 2
+    [failed] = json_events(result.stderr)
+    assert failed["event"] == "scan-failed"
+    assert failed["exit_code"] == 2
+
+
+def test_debug_log_level_adds_strategy_and_retry_events(moto_target: S3Target, tmp_path: Path) -> None:
+    """--log-level debug added nothing."""
+    bucket = moto_target.new_bucket([f"k{i}" for i in range(10)])
+    with FaultProxy(
+        moto_target.endpoint_url,
+        credentials=(moto_target.access_key, moto_target.secret_key),
+        schedule={1: "internal_500"},
+    ) as proxy:
+        result = run_scanner(
+            [
+                "scan",
+                f"s3://{bucket}",
+                "--endpoint-url",
+                proxy.url,
+                "-o",
+                str(tmp_path / "o"),
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+            ],
+            {**moto_target.env(), "AWS_ENDPOINT_URL": proxy.url},
+        )
+    assert result.returncode == 0, result.stderr
+    events = {event["event"]: event for event in json_events(result.stderr)}
+    assert events["listing-strategy"]["strategy"] == "ranges"
+    assert events["listing-strategy"]["server_profile"] == "auto"
+    retried = events["request-retried"]
+    assert retried["where"] == f"s3://{bucket}/"
+    assert retried["attempt"] == 1
+    assert "InternalError" in retried["reason"]
+    # Not at the default level.
+    result = run_scanner(
+        ["scan", f"s3://{bucket}", "-o", str(tmp_path / "o"), "--log-format", "json"], moto_target.env()
+    )
+    assert [event["event"] for event in json_events(result.stderr)] == ["scan-started", "scan-finished"]
+
+
+def test_summary_after_a_failure_counts_the_requests(tmp_path: Path) -> None:
+    """After a failure --summary said "requests": 0."""
+    summary = tmp_path / "s.json"
+    with stub_server(500, INTERNAL_ERROR) as url:
+        result = run_scanner(
+            [
+                "scan",
+                "s3://bucket",
+                "--endpoint-url",
+                url,
+                "--max-attempts",
+                "3",
+                "--concurrency",
+                "1",
+                "--summary",
+                str(summary),
+            ],
+            offline_env(),
+        )
+    one_error_line(result, 1, "InternalError")
+    document = json.loads(summary.read_text())
+    assert document["status"] == "failed"
+    assert document["requests"] == 3
+    assert document["retries"] == 3

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import logging
 import random
 import ssl
 from collections.abc import Mapping
@@ -56,6 +57,7 @@ _BACKOFF_CAP: Final = 10.0
 _REGION_HEADER: Final = "x-amz-bucket-region"
 _CONNECT_ATTEMPTS: Final = 4
 _GC_THRESHOLD: Final = 20_000
+_log = logging.getLogger("scanner.storage")
 
 
 @dataclass
@@ -295,6 +297,15 @@ class S3PageSource:
                 if attempt >= budget:
                     raise self._exhausted(retry, key_range) from None
                 delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+                if _log.isEnabledFor(logging.DEBUG):
+                    fields = {
+                        "where": _describe(self.location.bucket, key_range),
+                        "attempt": attempt,
+                        "of": budget,
+                        "reason": retry.reason,
+                        "delay": round(max(delay, retry.retry_after), 3),
+                    }
+                    _log.debug("request-retried", extra={"fields": fields})
                 await asyncio.sleep(max(delay, retry.retry_after))
 
     async def _follow_region(self, region: str | None, signed_by: int) -> None:
