@@ -56,7 +56,7 @@ ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKENx9Lw2ZXRoZXJ0b2tlbi1mb3ItdGVzdHMtb25seQ=="
 
-_SUMMARY = re.compile(r"scanned ([\d,]+) objects.*; ([\d,]+) requests, ([\d,]+) retries")
+_SUMMARY = re.compile(r"scanned ([\d,]+) objects?.*; ([\d,]+) requests?, ([\d,]+) retr(?:y|ies)")
 _SIGNATURE_SHAPED = re.compile(r"\b[0-9a-f]{64}\b")
 
 

@@ -7,10 +7,12 @@ what the scan should use instead (with a warning to print).
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
 import sys
 from collections.abc import Sequence
+from typing import Final
 from urllib.parse import urlsplit
 
 from scanner.config import parse_s3_uri
@@ -184,3 +186,48 @@ def what_was_written(output: str, summary: ScanSummary) -> str:
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``word`` for one, ``many`` (or ``word`` + "s") otherwise."""
     return word if count == 1 else (many or word + "s")
+
+
+def counted(count: int, word: str, many: str | None = None) -> str:
+    """``1 object``, ``2 objects``, ``1,000 retries``."""
+    return f"{count:,} {plural(count, word, many)}"
+
+
+# SCANNER_* variables read by something other than an option: the debugging switch, the shard
+# count of an Indexed Job, and the test suite's own (which CI sets for every command it runs).
+OTHER_VARIABLES: Final = frozenset(
+    {"SCANNER_DEBUG", "SCANNER_SHARD_COUNT", "SCANNER_REQUIRE_RGW", "SCANNER_REQUIRE_SERVERS"}
+)
+
+
+def unknown_environment(parser: argparse.ArgumentParser, prefix: str = "SCANNER_") -> str | None:
+    """One warning line naming the ``SCANNER_*`` variables no command reads, with the closest
+    known name for each typo; None when there are none.
+
+    A warning, not a failure: a ConfigMap shared by several workloads (scan, merge, plan) may
+    carry options one of them does not take, and they are all known names.
+    """
+    known = set(OTHER_VARIABLES)
+    for parsers in _subcommands(parser):
+        for action in parsers._actions:
+            if action.dest not in ("help", "version", "command"):
+                known.add(prefix + action.dest.upper())
+    unknown = sorted(name for name in os.environ if name.startswith(prefix) and name not in known)
+    if not unknown:
+        return None
+    # Compared without the prefix they all share, which would make any two names look alike.
+    options = sorted(name.removeprefix(prefix) for name in known)
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix(prefix), options, n=1, cutoff=0.8)
+        described.append(f"{name} (did you mean {prefix}{close[0]}?)" if close else name)
+    return f"warning: ignoring unknown environment {plural(len(unknown), 'variable')} " + ", ".join(described)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.extend(_subcommands(sub))
+    return found

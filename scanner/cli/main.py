@@ -368,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parsed = parser.parse_args(argv)
         _apply_environment(parser, parsed)
         args = parsed
+        warning = checks.unknown_environment(parser)
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
         if args.command != "scan":
             return run_shard_command(args, connection_from_args)
         config = config_from_args(args)
@@ -515,15 +518,17 @@ def _report_success(summary: ScanSummary, log: Any, structured: bool, uri: str) 
         log.event("info", "scan-finished", **summary_document(summary, uri, "succeeded"))
         return
     print(
-        f"scanned {summary.objects:,} objects, {_format_bytes(summary.bytes)}, "
+        f"scanned {checks.counted(summary.objects, 'object')}, {_format_bytes(summary.bytes)}, "
         f"in {summary.seconds:.2f} s ({summary.keys_per_second:,.0f} keys/s); "
-        f"{summary.requests.requests:,} requests, {summary.requests.retries:,} retries",
+        f"{checks.counted(summary.requests.requests, 'request')}, "
+        f"{checks.counted(summary.requests.retries, 'retry', 'retries')}",
         file=sys.stderr,
         flush=True,
     )
     if summary.enumeration.handed_over:
         print(
-            f"{summary.enumeration.handed_over:,} ranges were listed by worker processes "
+            f"{checks.counted(summary.enumeration.handed_over, 'range was', 'ranges were')} listed by "
+            "worker processes "
             "(this process was CPU-bound)",
             file=sys.stderr,
             flush=True,
@@ -589,9 +594,9 @@ def selection_report(summary: ScanSummary) -> str:
     """What the filters and grouping kept and left out, by reason; empty when neither ran."""
     parts = []
     if summary.matched is not None:
-        parts.append(f"{summary.matched:,} objects matched")
+        parts.append(f"{checks.counted(summary.matched, 'object')} matched")
     if summary.tasks is not None:
-        parts.append(f"{summary.tasks:,} tasks written")
+        parts.append(f"{checks.counted(summary.tasks, 'task')} written")
     if summary.changes:
         changes = ", ".join(f"{name} {count:,}" for name, count in summary.changes.items())
         parts.append(f"since the last run: {changes}")

@@ -140,6 +140,7 @@ def selection_from_args(args: argparse.Namespace, location: S3Location, output_f
                 name_template=args.name_template,
                 dedupe_names=bool(args.dedupe_names),
                 order=args.task_order or "first-item",
+                root_name=location.bucket,
             )
             if items
             else None

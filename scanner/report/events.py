@@ -182,9 +182,10 @@ async def show_progress(snapshot: Callable[[], dict[str, Any]], log: EventLog, t
             elapsed = time.monotonic() - started
             rate = state["objects"] / elapsed if elapsed > 0 else 0
             if terminal:
+                # Clear to the end of the line: a shorter line must not leave the last one's tail.
                 line = (
                     f"\r{state['objects']:,} objects  {rate:,.0f} keys/s  ranges {state['done']} done "
-                    f"{state['active']} active  {state['retries']} retries  {elapsed:,.1f} s"
+                    f"{state['active']} active  {state['retries']} retries  {elapsed:,.1f} s\033[K"
                 )
                 print(line, end="", file=sys.stderr, flush=True)
             else:

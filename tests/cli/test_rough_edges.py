@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import resource
 import signal
 import subprocess
@@ -440,3 +441,135 @@ def test_summary_after_a_failure_counts_the_requests(tmp_path: Path) -> None:
     assert document["status"] == "failed"
     assert document["requests"] == 3
     assert document["retries"] == 3
+
+
+# --- the progress line, unknown variables, plurals and names ------------------------------------
+
+
+def test_progress_line_clears_what_a_longer_one_left(moto_target: S3Target, tmp_path: Path) -> None:
+    """Each redraw was a bare "\\r": a shorter line left the end of the longer one on screen."""
+    bucket = moto_target.shared_bucket("nested-20000", nested_keys())
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scanner",
+            "scan",
+            f"s3://{bucket}",
+            "-o",
+            str(tmp_path / "o"),
+            "--processes",
+            "1",
+        ],
+        env={**moto_target.env(), "PYTHONPATH": str(REPO_ROOT)},
+        stderr=follower,
+        stdout=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    process.wait(timeout=120)
+    os.close(leader)
+    assert process.returncode == 0
+    redraws = [part for part in seen.decode(errors="replace").split("\r") if " active " in part]
+    assert redraws, seen
+    assert all(part.endswith("\x1b[K") for part in redraws), redraws
+
+
+def test_unknown_scanner_variables_are_named_in_one_warning(moto_target: S3Target, tmp_path: Path) -> None:
+    """A typo in a ConfigMap went unnoticed."""
+    bucket = moto_target.new_bucket(["a"])
+    out = tmp_path / "o.jsonl"
+    env = {
+        **moto_target.env(),
+        "SCANNER_CONCURENCY": "4",
+        "SCANNER_FROBNICATE": "1",
+        "SCANNER_OUTPUT": str(out),
+        "SCANNER_QUIET": "true",
+    }
+    result = run_scanner(["scan", f"s3://{bucket}"], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: ignoring unknown environment variables "
+        "SCANNER_CONCURENCY (did you mean SCANNER_CONCURRENCY?), SCANNER_FROBNICATE"
+    ]
+    assert out.exists()
+    # Options of other commands (a ConfigMap shared with merge and plan) are known names.
+    env = {k: v for k, v in env.items() if k not in ("SCANNER_CONCURENCY", "SCANNER_FROBNICATE")}
+    result = run_scanner(
+        ["scan", f"s3://{bucket}"], {**env, "SCANNER_SHARDS": "4", "SCANNER_SHARD_COUNT": "2"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_one_of_each_is_singular(moto_target: S3Target, tmp_path: Path) -> None:
+    """ "1 objects matched; 1 tasks written"."""
+    bucket = moto_target.new_bucket(["s/1.dcm"])
+    result = run_scanner(
+        ["scan", f"s3://{bucket}", "-f", "items", "--concurrency", "1", "-o", str(tmp_path / "items.json")],
+        moto_target.env(),
+    )
+    assert result.returncode == 0, result.stderr
+    summary, report = result.stderr.splitlines()
+    assert summary.startswith("scanned 1 object, 1 B, in "), summary
+    assert summary.endswith("; 1 request, 0 retries"), summary
+    assert report == "1 object matched; 1 task written"
+
+
+def test_name_collision_names_the_options_that_resolve_it(moto_target: S3Target, tmp_path: Path) -> None:
+    bucket = moto_target.new_bucket(["a/x.dcm", "b/x.dcm"])
+    out = tmp_path / "items.json"
+    result = run_scanner(
+        [
+            "scan",
+            f"s3://{bucket}",
+            "-f",
+            "items",
+            "--group",
+            "file",
+            "--name-template",
+            "{folder}",
+            "-o",
+            str(out),
+        ],
+        moto_target.env(),
+    )
+    one_error_line(result, 1, "'x.dcm'", "--name-template", "--dedupe-names")
+    assert not out.exists()
+
+
+def test_checkpoint_mismatch_names_what_differs(tmp_path: Path) -> None:
+    checkpoint, out = tmp_path / "checkpoint", tmp_path / "o.csv"
+    with stub_server(500, INTERNAL_ERROR) as url:
+        common = [
+            "s3://bucket/p/",
+            "--endpoint-url",
+            url,
+            "--max-attempts",
+            "1",
+            "--checkpoint",
+            str(checkpoint),
+        ]
+        first = run_scanner(["scan", *common, "-f", "csv", "--type", "dicom", "-o", str(out)], offline_env())
+        assert first.returncode == 1, first.stderr
+        assert (checkpoint / "manifest.json").exists(), first.stderr
+        result = run_scanner(["scan", *common, "-o", str(tmp_path / "o.jsonl")], offline_env())
+    one_error_line(result, 2, "--format csv (this run: jsonl)", "--type dicom (this run: none)")
+
+
+def test_root_level_files_are_a_task_named_after_the_bucket(moto_target: S3Target, tmp_path: Path) -> None:
+    """In series mode the files at the bucket root were a task named "."."""
+    bucket = moto_target.new_bucket(["top.dcm", "s/1.dcm"])
+    out = tmp_path / "items.json"
+    result = run_scanner(["scan", f"s3://{bucket}", "-f", "items", "-o", str(out)], moto_target.env())
+    assert result.returncode == 0, result.stderr
+    assert [task["name"] for task in json.loads(out.read_text())] == ["s", bucket]
