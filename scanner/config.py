@@ -104,6 +104,8 @@ class ScanConfig:
     # Incremental runs: where the snapshot lives, and whether to emit only what changed.
     state: str | None = None
     changes_only: bool = False
+    # With --changes-only: also a record for each object gone since the snapshot ("deleted": true).
+    deletions: bool = False
     # Resumable runs: where progress is saved (a directory or s3://BUCKET/PREFIX), how often.
     checkpoint: str | None = None
     checkpoint_interval: float = 30.0

@@ -231,3 +231,13 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
             for sub in action.choices.values():
                 found.extend(_subcommands(sub))
     return found
+
+
+def check_deletions(args: argparse.Namespace, output_format: str) -> None:
+    """``--deletions`` adds records to a change list of records; a task list has no such thing."""
+    if not args.deletions:
+        return
+    if not args.changes_only:
+        raise UsageError("--deletions needs --changes-only (and --state): deletions are changes")
+    if output_format == "items":
+        raise UsageError("--deletions applies to JSON Lines and CSV: an items list has no deleted tasks")

@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"
     )
     _flag(scan, "--changes-only", help="with --state: emit only objects (or tasks) new or changed since then")
+    _flag(
+        scan,
+        "--deletions",
+        help="with --changes-only (JSON Lines, CSV): also a record for each object gone since then, "
+        'marked "deleted": true',
+    )
     scan.add_argument(
         "--checkpoint",
         help="save progress to this directory or s3://BUCKET/PREFIX; a stopped scan run again "
@@ -278,6 +284,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     check_output(output)
     if args.changes_only and not args.state:
         raise UsageError("--changes-only needs --state PATH (the previous run's snapshot)")
+    checks.check_deletions(args, output_format)
     if args.state and args.unordered:
         raise UsageError("--state needs key order: it cannot be used with --unordered")
     if args.state:
@@ -309,6 +316,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         shard_range=KeyRange(location.prefix) if shard_from_args(args) else None,
         state=args.state,
         changes_only=bool(args.changes_only),
+        deletions=bool(args.deletions),
         checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval or 30.0,
         server_profile=args.server_profile or "auto",

@@ -573,3 +573,88 @@ def test_root_level_files_are_a_task_named_after_the_bucket(moto_target: S3Targe
     result = run_scanner(["scan", f"s3://{bucket}", "-f", "items", "-o", str(out)], moto_target.env())
     assert result.returncode == 0, result.stderr
     assert [task["name"] for task in json.loads(out.read_text())] == ["s", bucket]
+
+
+# --- --changes-only and deleted objects ---------------------------------------------------------
+
+
+def test_changes_only_reports_deletions_with_the_option(moto_target: S3Target, tmp_path: Path) -> None:
+    """--changes-only never said which objects were gone; --deletions writes them, in key order."""
+    bucket = moto_target.new_bucket(["a/1.dcm", "a/2.dcm", "b/1.dcm", "c/1.dcm", "z/9.dcm"])
+    state = tmp_path / "state.gz"
+    first = run_scanner(
+        ["scan", f"s3://{bucket}", "--state", str(state), "-o", str(tmp_path / "0")], moto_target.env()
+    )
+    assert first.returncode == 0, first.stderr
+    client = moto_target.client()
+    client.put_object(Bucket=bucket, Key="a/2.dcm", Body=b"changed")
+    client.put_object(Bucket=bucket, Key="d/1.dcm", Body=b"new")
+    client.delete_object(Bucket=bucket, Key="b/1.dcm")
+    client.delete_object(Bucket=bucket, Key="z/9.dcm")  # past the last key listed
+    out = tmp_path / "changes.jsonl"
+    second = run_scanner(
+        ["scan", f"s3://{bucket}", "--state", str(state), "--changes-only", "--deletions", "-o", str(out)],
+        moto_target.env(),
+    )
+    assert second.returncode == 0, second.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["key"], r.get("deleted", False)) for r in records] == [
+        ("a/2.dcm", False),
+        ("b/1.dcm", True),
+        ("d/1.dcm", False),
+        ("z/9.dcm", True),
+    ]
+    gone = records[1]
+    assert gone["size"] == 1
+    assert gone["storage_class"] is None
+    assert set(gone) == {"key", "size", "last_modified", "etag", "storage_class", "deleted"}
+    assert "deleted" not in records[0]
+
+
+def test_deletions_in_csv_have_their_own_column(moto_target: S3Target, tmp_path: Path) -> None:
+    bucket = moto_target.new_bucket(["a", "b"])
+    state = tmp_path / "state.gz"
+    assert (
+        run_scanner(
+            ["scan", f"s3://{bucket}", "--state", str(state), "-o", str(tmp_path / "0")], moto_target.env()
+        ).returncode
+        == 0
+    )
+    moto_target.client().delete_object(Bucket=bucket, Key="a")
+    moto_target.client().put_object(Bucket=bucket, Key="c", Body=b"new")
+    out = tmp_path / "changes.csv"
+    result = run_scanner(
+        [
+            "scan",
+            f"s3://{bucket}",
+            "-f",
+            "csv",
+            "--state",
+            str(state),
+            "--changes-only",
+            "--deletions",
+            "-o",
+            str(out),
+        ],
+        moto_target.env(),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = out.read_bytes().decode().split("\r\n")
+    assert rows[0] == "key,size,last_modified,etag,storage_class,deleted"
+    assert rows[1].startswith("a,1,")
+    assert rows[1].endswith(",,true")
+    assert rows[2].startswith("c,3,")
+    assert rows[2].endswith(",STANDARD,")
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--deletions"], "--deletions needs --changes-only"),
+        (["--state", "STATE", "--changes-only", "--deletions", "-f", "items"], "--deletions applies to"),
+    ],
+)
+def test_deletions_mistakes_are_usage_errors(options: list[str], fragment: str, tmp_path: Path) -> None:
+    options = [str(tmp_path / "s.gz") if option == "STATE" else option for option in options]
+    result = run_scanner(["scan", "s3://bucket", "--endpoint-url", NOWHERE, *options], offline_env())
+    one_error_line(result, 2, fragment)
