@@ -658,3 +658,38 @@ def test_deletions_mistakes_are_usage_errors(options: list[str], fragment: str, 
     options = [str(tmp_path / "s.gz") if option == "STATE" else option for option in options]
     result = run_scanner(["scan", "s3://bucket", "--endpoint-url", NOWHERE, *options], offline_env())
     one_error_line(result, 2, fragment)
+
+
+# --- make demo ----------------------------------------------------------------------------------
+
+
+def test_demo_is_quiet_and_shows_both_outputs(tmp_path: Path) -> None:
+    """make demo printed 44 lines of moto's access log and never showed an items list."""
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "demo.py"), "--out", str(tmp_path)],
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SCANNER_"))},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # Only the scanner's own summary lines: two scans, the second with its selection report.
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith("scanned 40 objects")
+    assert lines[1].startswith("scanned 34 objects")
+    assert lines[2].startswith("30 objects matched; 6 tasks written")
+    assert '{"key":"archive/study001/report.txt"' in result.stdout
+    assert '{"name":"study001/series001","series":[{"items":["archive/study001/series001/0001.dcm"' in (
+        result.stdout
+    )
+    assert json.loads((tmp_path / "items.json").read_text())[0]["name"] == "study001/series001"
+
+
+def test_license_is_an_spdx_expression() -> None:
+    """A TOML table made setuptools warn that project.license is deprecated on every install."""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
