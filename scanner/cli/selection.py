@@ -63,7 +63,7 @@ def add_selection_arguments(scan: argparse.ArgumentParser, positive_int: Callabl
         "--type",
         action="append",
         choices=TYPE_NAMES,
-        help="keep files of this type (repeatable): " + ", ".join(TYPE_NAMES),
+        help="keep files of this type (repeatable; default any, items lists too): " + ", ".join(TYPE_NAMES),
     )
     chosen.add_argument(
         "--dicom-no-extension",

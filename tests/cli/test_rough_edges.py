@@ -693,3 +693,39 @@ def test_license_is_an_spdx_expression() -> None:
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0"
+
+
+# --- docs that disagreed -----------------------------------------------------------------------
+
+README = REPO_ROOT / "README.md"
+K8S = REPO_ROOT / "deploy" / "k8s"
+
+
+def test_cronjob_states_the_spill_budget_the_scanner_has() -> None:
+    """cronjob.yaml said spills start past 64 MiB; config.py and the README say 16 MiB."""
+    import re
+
+    from scanner.config import ScanConfig
+
+    stated = re.findall(r"past a (\d+) MiB budget", (K8S / "cronjob.yaml").read_text())
+    budget = ScanConfig.__dataclass_fields__["memory_budget"].default
+    assert stated == [str(int(budget) // (1024 * 1024))]
+
+
+def test_configmap_states_the_default_process_count_as_the_readme_does() -> None:
+    """configmap.yaml called the default "the usable CPUs" (every CPU of the node); the README
+    says auto, capped by the container's CPU limit."""
+    configmap = (K8S / "configmap.yaml").read_text()
+    assert "The default, auto," in configmap
+    assert "sched_getaffinity ignores the cgroup" not in configmap
+    assert "`auto` (default)" in README.read_text()
+
+
+def test_readme_documents_static_keys_pod_identity_and_the_default_type() -> None:
+    text = README.read_text()
+    assert "deploy/k8s/secret.example.yaml" in text
+    assert "Pod Identity" in text
+    assert "create-pod-identity-association" in text
+    assert "default `any`, in items lists too" in text
+    result = run_scanner(["scan", "--help"], offline_env())
+    assert "default any, items lists too" in " ".join(result.stdout.split())
