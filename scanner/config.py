@@ -111,6 +111,10 @@ class ScanConfig:
     checkpoint_interval: float = 30.0
     # What the server does when it lists (``scanner.listing.dialect.PROFILES``); ``auto`` learns it.
     server_profile: str = "auto"
+    # --limit: write the first N records (in output order) and stop listing.
+    limit: int | None = None
+    # --start-after: list only keys after this one (a key under the prefix).
+    start_after: str | None = None
 
     def for_worker(self, output: str, workers: int) -> ScanConfig:
         """This scan as one of ``workers`` processes of a multi-process scan runs it.

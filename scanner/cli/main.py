@@ -27,6 +27,9 @@ from typing import Any, NoReturn
 from scanner import __version__
 from scanner.cli import checks
 from scanner.cli.checks import check_output
+from scanner.cli.completion import add_completion_command, run_completion
+from scanner.cli.features import add_feature_arguments, features_from_args, log_level_from_args
+from scanner.cli.ls import add_ls_command, run_ls
 from scanner.cli.selection import add_selection_arguments, selection_from_args
 from scanner.cli.shards import add_shard_commands, run_shard_command, shard_from_args, shard_range_from_args
 from scanner.config import (
@@ -214,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between checkpoint saves (default 30)",
     )
     add_selection_arguments(scan, _positive_int)
+    add_feature_arguments(scan, _positive_int)
     add_shard_commands(commands, add_connection_arguments, _positive_int)
+    add_ls_command(commands, add_connection_arguments)
+    add_completion_command(commands)
     return parser
 
 
@@ -320,6 +326,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval or 30.0,
         server_profile=args.server_profile or "auto",
+        **features_from_args(args, location, output_format),
     )
     config = _fit_profile(config)
     return replace(config, shard_range=shard_range_from_args(args, location, connection))
@@ -337,6 +344,8 @@ def processes_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """``ScanConfig``'s process settings from ``--processes``."""
     if args.checkpoint:
         return {"processes": 1}  # a checkpoint journals the one ordered output of one process
+    if args.limit is not None:
+        return {"processes": 1}  # the first N records come from one writer: a short scan
     if args.processes in (None, "auto"):
         return {"processes": usable_cpus(), "processes_on_demand": True}
     return {"processes": args.processes}
@@ -379,9 +388,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         warning = checks.unknown_environment(parser)
         if warning is not None:
             print(warning, file=sys.stderr, flush=True)
+        if args.command == "completion":
+            return run_completion(parser, args)
+        if args.command == "ls":
+            return run_ls(args, connection_from_args(args))
         if args.command != "scan":
             return run_shard_command(args, connection_from_args)
         config = config_from_args(args)
+        reporting = reporting_from_args(args)
     except ScanError as exc:
         uri = checks.uri_given(argv, args)
         if checks.option_value(argv, args, "log_format") == "json":
@@ -392,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_error(str(exc))
         checks.write_failure_summary(checks.option_value(argv, args, "summary"), uri, exc)
         return exc.exit_code
-    return _run(config, reporting_from_args(args))
+    return _run(config, reporting)
 
 
 @dataclass(frozen=True)
@@ -408,7 +422,7 @@ def reporting_from_args(args: argparse.Namespace) -> Reporting:
     return Reporting(
         quiet=bool(args.quiet),
         log_format=args.log_format or "text",
-        log_level=args.log_level or "info",
+        log_level=log_level_from_args(args),
         summary_path=args.summary,
         pushgateway=args.pushgateway,
     )

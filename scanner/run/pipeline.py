@@ -28,6 +28,7 @@ from scanner.listing.dialect import ServerProfile, check_profile
 from scanner.listing.enumerate import EnumerationStats, Enumerator, OutputSlot, PageSource
 from scanner.listing.walk import EmitFn, TreeWalk, WalkStats
 from scanner.output.external_sort import ExternalSort
+from scanner.output.limit import limit_reached
 from scanner.output.ordering import OrderedOutput, Segment
 from scanner.output.writers import ItemsWriter, PageEncoder, Writer, page_encoder
 from scanner.records import ObjectRecord, RecordColumns, total_size
@@ -67,6 +68,8 @@ class ScanSummary:
     strategy: str = "ranges"
     switched_because: str | None = None
     walk: WalkStats = field(default_factory=WalkStats)
+    # With --limit: the output holds that many records, and the listing stopped there.
+    limited: bool = False
     # With standard output: bytes and lines handed to it so far (a stopped scan says so).
     streamed_bytes: int = 0
     streamed_lines: int = 0
@@ -103,6 +106,7 @@ class PageHandler:
 
     def __init__(self, config: ScanConfig, summary: ScanSummary) -> None:
         self._summary = summary
+        self._start_after = config.start_after
         spec = config.filters
         if config.state is not None:
             # The writer needs every record, in order, for the snapshot; it filters there.
@@ -119,6 +123,10 @@ class PageHandler:
 
     def select(self, records: Sequence[ObjectRecord]) -> Sequence[ObjectRecord]:
         """Count a page, and keep what passes the filter."""
+        after = self._start_after
+        if after is not None and records and records[0].key <= after:
+            # The tree walk lists every folder whole: --start-after is applied here.
+            records = [record for record in records if record.key > after]
         summary = self._summary
         summary.objects += len(records)
         summary.bytes += total_size(records)
@@ -176,12 +184,17 @@ async def run_scan(
     try:
         await output.writer.open()
         try:
-            if source is None:
-                async with S3PageSource(config.location, config.connection) as s3:
-                    summary.requests = s3.stats
-                    await _scan_by_profile(config, profile, s3, output, summary, ranges, checkpoint)
-            else:
-                await _scan_by_profile(config, profile, source, output, summary, ranges, checkpoint)
+            try:
+                if source is None:
+                    async with S3PageSource(config.location, config.connection) as s3:
+                        summary.requests = s3.stats
+                        await _scan_by_profile(config, profile, s3, output, summary, ranges, checkpoint)
+                else:
+                    await _scan_by_profile(config, profile, source, output, summary, ranges, checkpoint)
+            except BaseException as exc:
+                if not limit_reached(exc):
+                    raise
+                summary.limited = True
             await output.writer.commit()
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -425,7 +438,7 @@ async def _scan_into(
     checkpoint: Checkpoint | None = None,
 ) -> None:
     handle = PageHandler(config, summary)
-    root = KeyRange(config.location.prefix)
+    root = KeyRange(config.location.prefix, config.start_after)
     parallelism = config.connection.concurrency
     # With --processes auto, workers borrow request slots from it while they run.
     limiter = source.limiter if isinstance(source, S3PageSource) else None

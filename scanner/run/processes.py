@@ -163,7 +163,7 @@ async def plan_shards(config: ScanConfig) -> ShardPlan:
     async with S3PageSource(config.location, config.connection) as source:
         enumerator = Enumerator(
             source,
-            KeyRange(config.location.prefix),
+            KeyRange(config.location.prefix, config.start_after),
             parallelism=config.connection.concurrency,
             emit=_never,
         )
