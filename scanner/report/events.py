@@ -109,6 +109,8 @@ def summary_document(
         document["switched_because"] = summary.switched_because
     elif summary is not None and summary.strategy != "ranges":
         document["listing"] = summary.strategy
+    if summary is not None and getattr(summary, "limited", False):
+        document["limited"] = True
     if summary is not None and summary.resumed_objects:
         document["resumed_objects"] = summary.resumed_objects
     if summary is not None and summary.skipped:

@@ -53,6 +53,7 @@ def test_limit_writes_the_first_keys_and_stops_listing(moto_target: S3Target, tm
     assert keys_of(out) == utf8_sorted(keys)[:5]
     document = json.loads(summary.read_text())
     assert document["status"] == "succeeded"
+    assert document["limited"] is True
     # 20 pages for the whole bucket; the first one holds the five keys.
     assert document["requests"] < 10, document
     assert document["objects"] < len(keys)
