@@ -105,11 +105,17 @@ class ScanConfig:
     # Incremental runs: where the snapshot lives, and whether to emit only what changed.
     state: str | None = None
     changes_only: bool = False
+    # With --changes-only: also a record for each object gone since the snapshot ("deleted": true).
+    deletions: bool = False
     # Resumable runs: where progress is saved (a directory or s3://BUCKET/PREFIX), how often.
     checkpoint: str | None = None
     checkpoint_interval: float = 30.0
     # What the server does when it lists (``scanner.listing.dialect.PROFILES``); ``auto`` learns it.
     server_profile: str = "auto"
+    # --limit: write the first N records (in output order) and stop listing.
+    limit: int | None = None
+    # --start-after: list only keys after this one (a key under the prefix).
+    start_after: str | None = None
 
     def for_worker(self, output: str, workers: int) -> ScanConfig:
         """This scan as one of ``workers`` processes of a multi-process scan runs it.

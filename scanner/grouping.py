@@ -59,6 +59,9 @@ class GroupingSpec:
     name_template: str | None = None
     dedupe_names: bool = False
     order: TaskOrder = "first-item"
+    # The name of a task at the bucket root itself (its folder has no name): the command line
+    # gives the bucket's. None keeps ".".
+    root_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in _MODE_FIELDS:

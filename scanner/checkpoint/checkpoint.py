@@ -109,6 +109,50 @@ def scan_fingerprint(config: ScanConfig) -> dict[str, str]:
     }
 
 
+def scan_settings(config: ScanConfig) -> dict[str, str]:
+    """The options behind the fingerprint's ``encoding``, readable: what a refusal names."""
+    settings = {
+        "--format": config.output_format,
+        "--state": "given" if config.state is not None else "not given",
+        "--legacy-items": "on" if config.legacy_items else "off",
+    }
+    grouping = config.grouping
+    if grouping is not None:
+        settings |= {
+            "--group": grouping.mode,
+            "--study-depth": str(grouping.study_depth),
+            "--name-template": grouping.name_template or "the default",
+            "--dedupe-names": "on" if grouping.dedupe_names else "off",
+            "--task-order": grouping.order,
+        }
+    spec = config.filters
+    chosen = {
+        "--type": ",".join(spec.types) if spec is not None else "",
+        "--dicom-no-extension": "on" if spec is not None and spec.dicom_no_extension else "",
+        "--include": ",".join(spec.include) if spec is not None else "",
+        "--exclude": ",".join(spec.exclude) if spec is not None else "",
+        "--min-size": str(spec.min_size) if spec is not None and spec.min_size is not None else "",
+        "--max-size": str(spec.max_size) if spec is not None and spec.max_size is not None else "",
+        "--modified-after": spec.modified_after.isoformat() if spec and spec.modified_after else "",
+        "--modified-before": spec.modified_before.isoformat() if spec and spec.modified_before else "",
+        "--keep-side-files": "on" if spec is not None and spec.skip_side_files is False else "",
+    }
+    settings |= {option: value or "none" for option, value in chosen.items()}
+    return settings
+
+
+def settings_differ(saved: Any, current: dict[str, str]) -> str:
+    """The options whose values differ, as ``--format jsonl (this run: items)``; empty if unknown."""
+    if not isinstance(saved, dict):
+        return ""
+    differ = [
+        f"{option} {saved.get(option, '?')} (this run: {value})"
+        for option, value in current.items()
+        if saved.get(option, value) != value
+    ]
+    return ", ".join(differ)
+
+
 @dataclass
 class Counters:
     objects: int = 0
@@ -134,6 +178,7 @@ class Checkpoint:
     def __init__(self, store: CheckpointStore, config: ScanConfig, interval: float) -> None:
         self.store = store
         self._fingerprint = scan_fingerprint(config)
+        self._settings = scan_settings(config)
         self._prefix = config.location.prefix
         self._interval = interval
         self._run = secrets.token_hex(4)
@@ -215,9 +260,18 @@ class Checkpoint:
                 what = {"uri": "another bucket or prefix", "shard": "another shard"}.get(
                     name, "another output format or selection"
                 )
+                differ = settings_differ(manifest.get("settings"), self._settings)
+                if name == "uri":
+                    what = f"another bucket or prefix, {saved.get('uri', '?')} (this run: {value})"
+                elif name == "shard":
+                    what = f"another shard of {saved.get('uri', '?')}"
+                elif differ:
+                    what = f"{saved.get('uri', '?')} with other options: {differ}"
+                else:
+                    what = f"{what} ({saved.get('uri', '?')})"
                 raise UsageError(
-                    f"the checkpoint at {where} belongs to a scan of {what} "
-                    f"({saved.get('uri', '?')}); remove it or give another --checkpoint"
+                    f"the checkpoint at {where} belongs to a scan of {what}; remove it or give "
+                    "another --checkpoint"
                 )
         return dict(manifest)
 
@@ -335,6 +389,7 @@ class Checkpoint:
                 "format": FORMAT,
                 "version": VERSION,
                 "scan": self._fingerprint,
+                "settings": self._settings,
                 "started": self.started,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "counters": {

@@ -20,11 +20,17 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from scanner import __version__
+from scanner.cli import checks
+from scanner.cli.checks import check_output
+from scanner.cli.completion import add_completion_command, run_completion
+from scanner.cli.features import add_feature_arguments, features_from_args, log_level_from_args
+from scanner.cli.ls import add_ls_command, run_ls
 from scanner.cli.selection import add_selection_arguments, selection_from_args
 from scanner.cli.shards import (
     PARTS_HELP,
@@ -38,7 +44,6 @@ from scanner.config import (
     ConnectionConfig,
     OutputFormat,
     ScanConfig,
-    parse_s3_object_uri,
     parse_s3_uri,
 )
 from scanner.errors import Interrupted, OutputClosed, ScanError, UsageError, first_failure, stopped_by
@@ -50,6 +55,7 @@ from scanner.report.events import (
     EventLog,
     prometheus_text,
     push_metrics,
+    route_library_logs,
     show_progress,
     summary_document,
     write_summary,
@@ -119,7 +125,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-bundle", help="PEM file of CA certificates to verify TLS with")
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=checks.concurrency,
         help=f"most ListObjectsV2 requests in flight (default {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
@@ -130,6 +136,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 def connection_from_args(args: argparse.Namespace) -> ConnectionConfig:
     if args.ca_bundle and not os.path.isfile(args.ca_bundle):
         raise UsageError(f"CA bundle {args.ca_bundle!r} does not exist")
+    checks.check_endpoint_url(args.endpoint_url)
     return ConnectionConfig(
         endpoint_url=args.endpoint_url,
         region=args.region,
@@ -138,7 +145,7 @@ def connection_from_args(args: argparse.Namespace) -> ConnectionConfig:
         no_sign_request=bool(args.no_sign_request),
         request_payer=bool(args.request_payer),
         ca_bundle=args.ca_bundle,
-        concurrency=args.concurrency or DEFAULT_CONCURRENCY,
+        concurrency=checks.fit_concurrency(args.concurrency or DEFAULT_CONCURRENCY),
         max_attempts=args.max_attempts or 10,
     )
 
@@ -214,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"
     )
     _flag(scan, "--changes-only", help="with --state: emit only objects (or tasks) new or changed since then")
+    _flag(
+        scan,
+        "--deletions",
+        help="with --changes-only (JSON Lines, CSV): also a record for each object gone since then, "
+        'marked "deleted": true',
+    )
     scan.add_argument(
         "--checkpoint",
         help="save progress to this directory or s3://BUCKET/PREFIX; a stopped scan run again "
@@ -225,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between checkpoint saves (default 30)",
     )
     add_selection_arguments(scan, _positive_int)
+    add_feature_arguments(scan, _positive_int)
     add_shard_commands(commands, add_connection_arguments, _positive_int)
+    add_ls_command(commands, add_connection_arguments)
+    add_completion_command(commands)
     return parser
 
 
@@ -295,16 +311,21 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     check_output(output)
     if args.changes_only and not args.state:
         raise UsageError("--changes-only needs --state PATH (the previous run's snapshot)")
+    checks.check_deletions(args, output_format)
     if args.state and args.unordered:
         raise UsageError("--state needs key order: it cannot be used with --unordered")
     if args.state:
         if args.state == "-":
             raise UsageError("--state must be a file path or an s3:// URI")
-        check_output(args.state)
+        check_output(args.state, "state")
     if args.checkpoint:
         check_checkpoint(args, output)
     elif args.checkpoint_interval:
         raise UsageError("--checkpoint-interval needs --checkpoint")
+    if args.temp_dir:
+        checks.check_temp_dir(args.temp_dir)
+    if args.summary:
+        checks.check_summary(args.summary)
     config = ScanConfig(
         location=location,
         connection=connection,
@@ -322,9 +343,11 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         shard_ranges=(KeyRange(location.prefix),) if shard_from_args(args) else None,
         state=args.state,
         changes_only=bool(args.changes_only),
+        deletions=bool(args.deletions),
         checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval or 30.0,
         server_profile=args.server_profile or "auto",
+        **features_from_args(args, location, output_format),
     )
     config = _fit_profile(config)
     return replace(config, shard_ranges=shard_ranges_from_args(args, location, connection))
@@ -342,6 +365,8 @@ def processes_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """``ScanConfig``'s process settings from ``--processes``."""
     if args.checkpoint:
         return {"processes": 1}  # a checkpoint journals the one ordered output of one process
+    if args.limit is not None:
+        return {"processes": 1}  # the first N records come from one writer: a short scan
     if args.processes in (None, "auto"):
         return {"processes": usable_cpus(), "processes_on_demand": True}
     return {"processes": args.processes}
@@ -361,41 +386,37 @@ def check_checkpoint(args: argparse.Namespace, output: str) -> None:
     check_location(args.checkpoint)
 
 
-def check_output(output: str) -> None:
-    """Reject an unusable output before any request is made."""
-    if output == "-":
-        return
-    if output.startswith("s3://"):
-        parse_s3_object_uri(output)
-        return
-    directory = os.path.dirname(os.path.abspath(output))
-    if os.path.isdir(output):
-        raise UsageError(f"output path {output!r} is a directory")
-    if not os.path.isdir(directory):
-        raise UsageError(f"output directory {directory!r} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise UsageError(f"cannot write to output directory {directory!r}")
-
-
 def _print_error(message: str, secrets: tuple[str, ...] = ()) -> None:
     Console(secrets).error(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
-        _apply_environment(parser, args)
+        parsed = parser.parse_args(argv)
+        _apply_environment(parser, parsed)
+        args = parsed
+        warning = checks.unknown_environment(parser)
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
+        if args.command == "completion":
+            return run_completion(parser, args)
+        if args.command == "ls":
+            return run_ls(args, connection_from_args(args))
         if args.command != "scan":
             return run_shard_command(args, connection_from_args)
         config = config_from_args(args)
-    except UsageError as exc:
-        _print_error(str(exc))
-        return exc.exit_code
+        reporting = reporting_from_args(args)
     except ScanError as exc:
-        _print_error(str(exc))
+        uri = checks.uri_given(argv, args)
+        if checks.option_value(argv, args, "log_format") == "json":
+            EventLog("json").event("error", "scan-failed", uri=uri, error=str(exc), exit_code=exc.exit_code)
+        else:
+            _print_error(str(exc))
+        checks.write_failure_summary(checks.option_value(argv, args, "summary"), uri, exc)
         return exc.exit_code
-    return _run(config, reporting_from_args(args))
+    return _run(config, reporting)
 
 
 @dataclass(frozen=True)
@@ -411,7 +432,7 @@ def reporting_from_args(args: argparse.Namespace) -> Reporting:
     return Reporting(
         quiet=bool(args.quiet),
         log_format=args.log_format or "text",
-        log_level=args.log_level or "info",
+        log_level=log_level_from_args(args),
         summary_path=args.summary,
         pushgateway=args.pushgateway,
     )
@@ -431,6 +452,8 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
     console = Console(_secrets())
     log = EventLog(reporting.log_format, reporting.log_level)
     log.secrets = console.secrets
+    route_library_logs(log, reporting.log_level)
+    started = time.perf_counter()
     structured = reporting.log_format == "json"
     live = ScanSummary()
     log.event(
@@ -447,12 +470,25 @@ def _run(config: ScanConfig, reporting: Reporting) -> int:
         failure = _as_scan_error(found)
     if failure is not None:
         failure = _explained(failure, config, live)
-        console.error(str(failure))
+        if structured:
+            log.event(
+                "error",
+                "scan-failed",
+                uri=str(config.location),
+                error=str(failure),
+                exit_code=failure.exit_code,
+            )
+        else:
+            console.error(str(failure))
     elif summary is not None and not reporting.quiet:
         if structured:
             log.event("info", "scan-finished", **summary_document(summary, str(config.location), "succeeded"))
         else:
             console.finished(summary)
+    if summary is None:
+        # What the scan that failed or was stopped did: its requests, its objects so far.
+        live.seconds = time.perf_counter() - started
+        summary = live
     code = failure.exit_code if failure is not None else 0
     return _publish(config, reporting, summary, failure, code, console)
 
@@ -485,13 +521,13 @@ def _as_scan_error(found: BaseException) -> ScanError:
         return ScanError(str(found))
     if os.environ.get("SCANNER_DEBUG"):
         raise found
-    return ScanError(f"unexpected {type(found).__name__}: {found}")
+    return checks.unexpected_failure(found)
 
 
 def _explained(failure: ScanError, config: ScanConfig, live: ScanSummary) -> ScanError:
     """The failure's message with what is left behind: nothing, or a checkpoint to resume from."""
     if isinstance(failure, Interrupted):
-        failure = type(failure)(f"{failure.signal_name}; no output was written")
+        failure = type(failure)(f"{failure.signal_name}; {checks.what_was_written(config.output, live)}")
     if live.checkpoint_saved:
         failure = type(failure)(
             f"{failure}; progress is saved in {config.checkpoint}: run the same command again to resume"

@@ -63,7 +63,7 @@ def add_selection_arguments(scan: argparse.ArgumentParser, positive_int: Callabl
         "--type",
         action="append",
         choices=TYPE_NAMES,
-        help="keep files of this type (repeatable): " + ", ".join(TYPE_NAMES),
+        help="keep files of this type (repeatable; default any, items lists too): " + ", ".join(TYPE_NAMES),
     )
     chosen.add_argument(
         "--dicom-no-extension",
@@ -140,6 +140,7 @@ def selection_from_args(args: argparse.Namespace, location: S3Location, output_f
                 name_template=args.name_template,
                 dedupe_names=bool(args.dedupe_names),
                 order=args.task_order or "first-item",
+                root_name=location.bucket,
             )
             if items
             else None

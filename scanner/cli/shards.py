@@ -230,7 +230,7 @@ def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.cli.main import check_output
+    from scanner.cli.checks import check_output
     from scanner.grouping import GroupingSpec
     from scanner.output.writers import page_encoder
     from scanner.run.outputs import open_writer

@@ -453,6 +453,7 @@ class PageChanges(NamedTuple):
     fresh: list[ObjectRecord]  # added or changed objects, in key order: what --changes-only emits
     removed: list[str]  # snapshot keys the merge passed that the scan no longer has, in key order
     changed: set[str]  # the keys in ``fresh`` that were in the snapshot (the rest are new)
+    gone: Sequence[StateEntry] = ()  # the snapshot entries of ``removed``
 
 
 class ChangeDetector:
@@ -479,11 +480,15 @@ class ChangeDetector:
     async def classify(self, page: Sequence[ObjectRecord]) -> PageChanges:
         fresh, previous, removed = await self._merge(page)
         changed = {record.key for record, old in zip(fresh, previous, strict=True) if old is not None}
-        return PageChanges(fresh, [entry.key for entry in removed], changed)
+        return PageChanges(fresh, [entry.key for entry in removed], changed, removed)
 
     async def finish(self) -> list[str]:
         """The snapshot keys after the scan's last key: all removed."""
-        return [entry.key for batch in [b async for b in self._rest()] for entry in batch]
+        return [entry.key for entry in await self.finish_entries()]
+
+    async def finish_entries(self) -> list[StateEntry]:
+        """The snapshot entries after the scan's last key: all removed."""
+        return [entry for batch in [b async for b in self._rest()] for entry in batch]
 
     async def _rest(self) -> AsyncIterator[list[StateEntry]]:
         if self._finished:

@@ -17,6 +17,8 @@ advances it.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -25,11 +27,11 @@ import orjson
 
 from scanner.config import ScanConfig
 from scanner.errors import UsageError
-from scanner.filters import RecordFilter
-from scanner.incremental.state import ChangeDetector, StateReader, StateWriter
+from scanner.filters import FilterSpec, RecordFilter
+from scanner.incremental.state import ChangeDetector, StateEntry, StateReader, StateWriter
 from scanner.output.items import Task
 from scanner.output.writers import ItemsWriter, PageEncoder, Writer
-from scanner.records import ObjectRecord
+from scanner.records import ObjectRecord, encode_csv_rows
 
 
 def encode_full_records(records: Sequence[ObjectRecord]) -> bytes:
@@ -45,6 +47,8 @@ class IncrementalWriter:
         self._encode = encode
         spec = config.filters
         self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
+        # Deleted objects pass the same filter (on what they were), counted apart.
+        self._deletion_filter = RecordFilter(spec or FilterSpec())
         self._state = StateWriter(config.state, str(config.location), config.connection)
         self._reader: StateReader | None = None
         self._detector: ChangeDetector | None = None
@@ -95,8 +99,32 @@ class IncrementalWriter:
                     records = changes.fresh
             if self.filter is not None:
                 records = self.filter.select(records)
-            if records:
+            if self._config.deletions and self._detector is not None:
+                await self._write_with_deletions(records, changes.gone)
+            elif records:
                 await self.inner.write(self._encode(records))
+
+    async def _write_with_deletions(
+        self, records: Sequence[ObjectRecord], gone: Sequence[StateEntry]
+    ) -> None:
+        """Fresh records and deletion records merged in key order (both come sorted)."""
+        was = self._deletion_filter.select([_as_record(entry) for entry in gone]) if gone else ()
+        if not was:
+            if records:
+                await self.inner.write(self._encode_fresh(records))
+            return
+        fresh: list[tuple[bool, ObjectRecord]] = [(False, record) for record in records]
+        deleted: list[tuple[bool, ObjectRecord]] = [(True, record) for record in was]
+        merged = heapq.merge(fresh, deleted, key=lambda tagged: tagged[1].key)
+        for is_deleted, run in itertools.groupby(merged, key=lambda tagged: tagged[0]):
+            page = [record for _, record in run]
+            chunk = encode_deleted(page, self._config) if is_deleted else self._encode_fresh(page)
+            await self.inner.write(chunk)
+
+    def _encode_fresh(self, records: Sequence[ObjectRecord]) -> bytes:
+        if self._config.output_format == "csv":
+            return encode_csv_rows([(*record, "") for record in records])
+        return self._encode(records)
 
     def _keep_task(self, task: Task) -> Task | None:
         items = task.items()
@@ -111,7 +139,10 @@ class IncrementalWriter:
 
     async def commit(self) -> None:
         if self._detector is not None:
-            self.removed += len(await self._detector.finish())
+            rest = await self._detector.finish_entries()
+            self.removed += len(rest)
+            if self._config.deletions and rest:
+                await self._write_with_deletions((), rest)
         await self.inner.commit()
         # Only now: a run whose output failed must not advance the state.
         await self._state.commit()
@@ -126,6 +157,33 @@ class IncrementalWriter:
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
+
+
+def _as_record(entry: StateEntry) -> ObjectRecord:
+    """A deleted object as it was (its storage class is not in the snapshot)."""
+    return ObjectRecord(entry.key, entry.size, entry.last_modified, entry.etag, "")
+
+
+def encode_deleted(records: Sequence[ObjectRecord], config: ScanConfig) -> bytes:
+    """Deletion records: JSON Lines with ``"storage_class": null, "deleted": true``, or CSV rows
+    with ``true`` in the ``deleted`` column."""
+    if config.output_format == "csv":
+        return encode_csv_rows([(r.key, r.size, r.last_modified, r.etag, "", "true") for r in records])
+    dumps = orjson.dumps
+    return b"".join(
+        dumps(
+            {
+                "key": r.key,
+                "size": r.size,
+                "last_modified": r.last_modified,
+                "etag": r.etag,
+                "storage_class": None,
+                "deleted": True,
+            }
+        )
+        + b"\n"
+        for r in records
+    )
 
 
 def raise_usage(message: str) -> Any:

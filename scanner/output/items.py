@@ -83,10 +83,12 @@ class NameCollisionError(ItemsError):
     """Two tasks (or two series of one task) would get the same name."""
 
     def __init__(self, name: str, first: str, second: str, scope: str = "task") -> None:
-        super().__init__(
-            f"{scope} name {name!r} of {second!r} is already used by {first!r}; "
-            "use a name template or turn on name de-duplication"
+        hint = (
+            "give --name-template a pattern that tells them apart (such as '{key}'), or --dedupe-names"
+            if scope == "task"
+            else "--dedupe-names gives the later one a ' (2)' suffix"
         )
+        super().__init__(f"{scope} name {name!r} of {second!r} is already used by {first!r}; {hint}")
         self.name = name
         self.first = first
         self.second = second
@@ -218,7 +220,7 @@ class TaskGrouper:
         self._base = prefix_base(spec.prefix)
         self._base_len = len(self._base)
         tail = self._base[:-1].rsplit("/", 1)[-1]
-        self._root_name = tail or "."
+        self._root_name = tail or spec.root_name or "."
         self._last_key: str | None = None
         self._stack: list[_Group] = []  # open groups, outermost (earliest first key) first
         self._done: list[tuple[str, _Group]] = []  # closed, awaiting output: a heap

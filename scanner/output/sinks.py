@@ -42,8 +42,13 @@ class StdoutSink:
         pass
 
     async def write(self, chunk: bytes) -> None:
+        # A write interrupted by a signal (SIGINT while the reader is slow) can return having
+        # taken only part of the chunk: the rest must follow, or lines would be cut.
+        view = memoryview(chunk)
         try:
-            self._stream.write(chunk)
+            while view:
+                taken = self._stream.write(view)
+                view = view[taken:]
         except BrokenPipeError as exc:
             raise OutputClosed from exc
 
@@ -61,8 +66,10 @@ class StdoutSink:
 
 
 class AtomicFileSink:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, role: str = "output") -> None:
         self.path = path
+        # What the file is, for error messages ("output", "state").
+        self.role = role
         self._temp_path: str | None = None
         self._unnamed = False
         self._file: BinaryIO | None = None
@@ -70,7 +77,7 @@ class AtomicFileSink:
     async def open(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if os.path.isdir(self.path):
-            raise UsageError(f"output path {self.path!r} is a directory")
+            raise UsageError(f"{self.role} path {self.path!r} is a directory")
         if os.path.exists(self.path) and not stat.S_ISREG(os.stat(self.path).st_mode):
             # A device or a pipe (/dev/null, a FIFO): write to it; renaming over it would
             # replace the device with a file.
@@ -80,14 +87,14 @@ class AtomicFileSink:
                 raise UsageError(f"cannot write to {self.path!r}: {exc.strerror}") from exc
             return
         if not os.path.isdir(directory):
-            raise UsageError(f"output directory {directory!r} does not exist")
+            raise UsageError(f"{self.role} directory {directory!r} does not exist")
         try:
             fd = self._open_unnamed(directory)
             if fd is None:
                 name = os.path.basename(self.path)
                 fd, self._temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".partial")
         except OSError as exc:
-            raise UsageError(f"cannot write to output directory {directory!r}: {exc.strerror}") from exc
+            raise UsageError(f"cannot write to {self.role} directory {directory!r}: {exc.strerror}") from exc
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
 
     def _open_unnamed(self, directory: str) -> int | None:
@@ -221,4 +228,4 @@ def open_sink(
         where = parse_s3_object_uri(output)
         objects = S3ObjectStore(where.bucket, connection or ConnectionConfig(), role=role, what=what)
         return objects.upload(where.prefix)
-    return AtomicFileSink(output)
+    return AtomicFileSink(output, role)

@@ -24,7 +24,15 @@ from scanner.errors import ScanError
 from scanner.grouping import GroupingSpec
 from scanner.output.items import ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
 from scanner.output.sinks import Sink, open_sink
-from scanner.records import ObjectRecord, csv_header, encode_csv, encode_jsonl, keys_of
+from scanner.records import (
+    FIELDS,
+    ObjectRecord,
+    csv_header,
+    encode_csv,
+    encode_csv_rows,
+    encode_jsonl,
+    keys_of,
+)
 
 PageEncoder = Callable[[Sequence[ObjectRecord]], bytes]
 
@@ -52,6 +60,8 @@ class RecordsWriter:
     def __init__(self, config: ScanConfig) -> None:
         self._sink = open_sink(config.output, config.connection)
         self._preamble = csv_header() if config.output_format == "csv" else b""
+        if self._preamble and config.deletions:
+            self._preamble = encode_csv_rows([(*FIELDS, "deleted")])
 
     async def open(self) -> None:
         await self._sink.open()

@@ -21,6 +21,16 @@ def format_bytes(count: int) -> str:
     raise AssertionError
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``word`` for one, ``many`` (or ``word`` + "s") otherwise."""
+    return word if count == 1 else (many or word + "s")
+
+
+def counted(count: int, word: str, many: str | None = None) -> str:
+    """``1 object``, ``2 objects``, ``1,000 retries``."""
+    return f"{count:,} {plural(count, word, many)}"
+
+
 class Console:
     """Plain lines on stderr, redacted."""
 
@@ -41,14 +51,15 @@ class Console:
     def finished(self, summary: Any) -> None:
         """The closing lines of a successful scan (``summary`` is a ``ScanSummary``)."""
         self.line(
-            f"scanned {summary.objects:,} objects, {format_bytes(summary.bytes)}, "
+            f"scanned {counted(summary.objects, 'object')}, {format_bytes(summary.bytes)}, "
             f"in {summary.seconds:.2f} s ({summary.keys_per_second:,.0f} keys/s); "
-            f"{summary.requests.requests:,} requests, {summary.requests.retries:,} retries"
+            f"{counted(summary.requests.requests, 'request')}, "
+            f"{counted(summary.requests.retries, 'retry', 'retries')}"
         )
         if summary.enumeration.handed_over:
             self.line(
-                f"{summary.enumeration.handed_over:,} ranges were listed by worker processes "
-                "(this process was CPU-bound)"
+                f"{counted(summary.enumeration.handed_over, 'range was', 'ranges were')} listed by "
+                "worker processes (this process was CPU-bound)"
             )
         if summary.switched_because:
             self.line(
@@ -69,9 +80,9 @@ def selection_report(summary: Any) -> str:
     """What the filters and grouping kept and left out, by reason; empty when neither ran."""
     parts = []
     if summary.matched is not None:
-        parts.append(f"{summary.matched:,} objects matched")
+        parts.append(f"{counted(summary.matched, 'object')} matched")
     if summary.tasks is not None:
-        parts.append(f"{summary.tasks:,} tasks written")
+        parts.append(f"{counted(summary.tasks, 'task')} written")
     if summary.changes:
         changes = ", ".join(f"{name} {count:,}" for name, count in summary.changes.items())
         parts.append(f"since the last run: {changes}")

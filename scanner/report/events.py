@@ -11,6 +11,7 @@ Nothing here ever prints a credential: messages pass through ``redact`` first.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +50,33 @@ class EventLog:
         print(redact(line, self.secrets), file=self._stream, flush=True)
 
 
+# Debug events from the layers below (``logging.getLogger("scanner....")``), each a message that
+# names the event and ``extra={"fields": {...}}``: the library logs through ``logging`` as usual,
+# and the command line turns the records into events of its ``EventLog``.
+_PYTHON_LEVELS: Final = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+
+class EventHandler(logging.Handler):
+    """``logging`` records of the ``scanner`` loggers as ``EventLog`` events."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = _PYTHON_LEVELS.get(record.levelno, "error")
+        fields = getattr(record, "fields", None) or {}
+        self._log.event(level, record.getMessage(), **fields)
+
+
+def route_library_logs(log: EventLog, level: str) -> None:
+    """Send the ``scanner`` loggers' records at ``level`` and above to ``log`` (and nowhere else)."""
+    logger = logging.getLogger("scanner")
+    logger.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
+    logger.addHandler(EventHandler(log))
+    logger.propagate = False
+
+
 def _text(value: Any) -> str:
     text = str(value)
     return f'"{text}"' if " " in text else text
@@ -81,6 +109,8 @@ def summary_document(
         document["switched_because"] = summary.switched_because
     elif summary is not None and summary.strategy != "ranges":
         document["listing"] = summary.strategy
+    if summary is not None and getattr(summary, "limited", False):
+        document["limited"] = True
     if summary is not None and summary.resumed_objects:
         document["resumed_objects"] = summary.resumed_objects
     if summary is not None and summary.skipped:
@@ -155,9 +185,10 @@ async def show_progress(snapshot: Callable[[], dict[str, Any]], log: EventLog, t
             elapsed = time.monotonic() - started
             rate = state["objects"] / elapsed if elapsed > 0 else 0
             if terminal:
+                # Clear to the end of the line: a shorter line must not leave the last one's tail.
                 line = (
                     f"\r{state['objects']:,} objects  {rate:,.0f} keys/s  ranges {state['done']} done "
-                    f"{state['active']} active  {state['retries']} retries  {elapsed:,.1f} s"
+                    f"{state['active']} active  {state['retries']} retries  {elapsed:,.1f} s\033[K"
                 )
                 print(line, end="", file=sys.stderr, flush=True)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scanner.config import ScanConfig
 from scanner.incremental.writer import IncrementalWriter
+from scanner.output.limit import LimitedWriter
 from scanner.output.writers import Writer, make_writer, page_encoder
 
 
@@ -12,4 +13,6 @@ def open_writer(config: ScanConfig) -> Writer:
     writer = make_writer(config)
     if config.state is not None and not config.worker:
         return IncrementalWriter(config, writer, page_encoder(config))
+    if config.limit is not None and not config.worker:
+        return LimitedWriter(writer, config.limit, config.output_format)
     return writer

@@ -9,6 +9,7 @@ budgeted buffers (with spill files past the budget), and one writer that owns th
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,6 +28,7 @@ from scanner.listing.dialect import ServerProfile, check_profile
 from scanner.listing.enumerate import Enumerator, OutputSlot, PageSource
 from scanner.listing.walk import EmitFn, TreeWalk
 from scanner.output.external_sort import ExternalSort
+from scanner.output.limit import limit_reached
 from scanner.output.ordering import OrderedOutput, Segment
 from scanner.output.writers import Writer
 from scanner.records import ObjectRecord, RecordColumns
@@ -39,6 +41,7 @@ from scanner.storage.s3.client import S3PageSource
 _UNORDERED_BUFFER = 32
 _SORT_BUDGET_SHARE = 3
 _WORKER_BLOCK = 1 << 20
+_log = logging.getLogger("scanner.run")
 
 
 async def run_scan(
@@ -56,16 +59,21 @@ async def run_scan(
     summary = summary if summary is not None else ScanSummary()
     profile = check_profile(config, ranges)
     checkpoint = await _open_checkpoint(config) if profile.ranged else None
-    output = _Output(config)
+    output = _Output(config, summary)
     try:
         await output.writer.open()
         try:
-            if source is None:
-                async with S3PageSource(config.location, config.connection) as s3:
-                    summary.requests = s3.stats
-                    await _scan_by_profile(config, profile, s3, output, summary, ranges, checkpoint)
-            else:
-                await _scan_by_profile(config, profile, source, output, summary, ranges, checkpoint)
+            try:
+                if source is None:
+                    async with S3PageSource(config.location, config.connection) as s3:
+                        summary.requests = s3.stats
+                        await _scan_by_profile(config, profile, s3, output, summary, ranges, checkpoint)
+                else:
+                    await _scan_by_profile(config, profile, source, output, summary, ranges, checkpoint)
+            except BaseException as exc:
+                if not limit_reached(exc):
+                    raise
+                summary.limited = True
             await output.writer.commit()
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -94,17 +102,22 @@ class _Output:
     (``vetted``), so that a switch to the tree walk rarely finds anything written.
     """
 
-    def __init__(self, config: ScanConfig) -> None:
+    def __init__(self, config: ScanConfig, summary: ScanSummary | None = None) -> None:
         self._config = config
         self.writer: Writer = open_writer(config)
         self.streamed = config.output == "-"
         self.vetted = anyio.Event()
         self.written = 0
+        self._summary = summary
 
     async def write(self, chunk: bytes) -> None:
         if self.streamed and not self.vetted.is_set():
             await self.vetted.wait()
         self.written += len(chunk)
+        if self.streamed and self._summary is not None:
+            # What a stopped scan has already sent, and cannot take back.
+            self._summary.streamed_bytes += len(chunk)
+            self._summary.streamed_lines += chunk.count(b"\n")
         await self.writer.write(chunk)
 
     async def restart(self) -> None:
@@ -128,6 +141,17 @@ async def _scan_by_profile(
 ) -> None:
     """Ranges where the server keeps byte order, else the tree walk; switch at the first sign."""
     differs: ServerOrderDiffers | None = None
+    _log.debug(
+        "listing-strategy",
+        extra={
+            "fields": {
+                "server_profile": profile.name,
+                "learned": profile.learned,
+                "strategy": "ranges" if profile.ranged else "tree walk",
+                "concurrency": config.connection.concurrency,
+            }
+        },
+    )
     if profile.ranged:
         try:
             await _scan_into(config, source, output, summary, ranges, checkpoint)
@@ -141,6 +165,9 @@ async def _scan_by_profile(
             # again on a server that cannot take them.
             checkpoint.invalidate()
             await checkpoint.store.clear()
+        _log.debug(
+            "server-profile-learned", extra={"fields": {"strategy": "tree walk", "because": str(differs)}}
+        )
         await _start_over(config, output, summary, ranges, differs)
     output.vetted.set()
     summary.strategy = "tree walk"
@@ -310,7 +337,7 @@ class _OrderedRanges:
     async def run(self, ranges: Sequence[KeyRange] | None) -> None:
         config, checkpoint = self._config, self._checkpoint
         restored = await checkpoint.restore() if checkpoint is not None else None
-        whole = ranges[0] if ranges else KeyRange(config.location.prefix)
+        whole = ranges[0] if ranges else KeyRange(config.location.prefix, config.start_after)
         first = restored.first if restored is not None else Segment(whole.start_after, whole.end)
         self._output = output = OrderedOutput(config.memory_budget, temp_dir=config.temp_dir, first=first)
         offload = offloading(
@@ -335,7 +362,7 @@ class _OrderedRanges:
     def _enumerator(self, offloader: Offloader | None) -> Enumerator:
         enumerator = Enumerator(
             self._source,
-            KeyRange(self._config.location.prefix),
+            KeyRange(self._config.location.prefix, self._config.start_after),
             parallelism=self._config.connection.concurrency,
             emit=self._emit,
             split_slot=self._split_slot,
@@ -423,7 +450,7 @@ async def _unordered_ranges(
         ) as offloader:
             enumerator = Enumerator(
                 source,
-                KeyRange(config.location.prefix),
+                KeyRange(config.location.prefix, config.start_after),
                 parallelism=config.connection.concurrency,
                 emit=emit,
                 hand_over=offloader,

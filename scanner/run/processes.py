@@ -102,7 +102,7 @@ async def split_for_workers(config: ScanConfig) -> WorkerSplit:
     async with S3PageSource(config.location, config.connection) as source:
         enumerator = Enumerator(
             source,
-            KeyRange(config.location.prefix),
+            KeyRange(config.location.prefix, config.start_after),
             parallelism=config.connection.concurrency,
             emit=_never,
         )

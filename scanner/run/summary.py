@@ -44,6 +44,11 @@ class ScanSummary:
     strategy: str = "ranges"
     switched_because: str | None = None
     walk: WalkStats = field(default_factory=WalkStats)
+    # With --limit: the output holds that many records, and the listing stopped there.
+    limited: bool = False
+    # With standard output: bytes and lines handed to it so far (a stopped scan says so).
+    streamed_bytes: int = 0
+    streamed_lines: int = 0
 
     def restart_counts(self) -> None:
         """Forget what a listing that was given up counted (its output is thrown away)."""
@@ -77,6 +82,7 @@ class PageHandler:
 
     def __init__(self, config: ScanConfig, summary: ScanSummary) -> None:
         self._summary = summary
+        self._start_after = config.start_after
         spec = config.filters
         if config.state is not None:
             # The writer needs every record, in order, for the snapshot; it filters there.
@@ -91,6 +97,10 @@ class PageHandler:
 
     def select(self, records: Sequence[ObjectRecord]) -> Sequence[ObjectRecord]:
         """Count a page, and keep what passes the filter."""
+        after = self._start_after
+        if after is not None and records and records[0].key <= after:
+            # The tree walk lists every folder whole: --start-after is applied here.
+            records = [record for record in records if record.key > after]
         summary = self._summary
         summary.objects += len(records)
         summary.bytes += total_size(records)

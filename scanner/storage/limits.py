@@ -68,3 +68,59 @@ class AdaptiveLimiter:
 
     def _record(self) -> None:
         self.history.append((time.monotonic(), self.limit, self.in_flight))
+
+
+# The most requests in flight a scan takes. One process parses about 200-300k keys a second,
+# which some 100 requests in flight keep busy even at 300 ms a page; more only queue behind its
+# CPU (and every worker process shares the same total).
+MAX_CONCURRENCY: Final = 1024
+# Each request in flight holds a connection, and each key range may hold a spill file: about two
+# descriptors per unit of concurrency. The rest is for the interpreter, the output, the state,
+# the checkpoint and the pipes of worker processes.
+DESCRIPTORS_PER_REQUEST: Final = 2
+RESERVED_DESCRIPTORS: Final = 64
+
+
+def descriptor_limit() -> int | None:
+    """The soft limit on open files (RLIMIT_NOFILE), or None where there is none to read."""
+    try:
+        import resource
+    except ImportError:  # not on this system
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def fit_to_descriptors(concurrency: int) -> tuple[int, int | None]:
+    """``concurrency`` as the open-file limit allows it, and that limit when it lowered it.
+
+    The soft limit is raised first, up to the hard one, as far as ``concurrency`` needs.
+    """
+    try:
+        import resource
+    except ImportError:
+        return concurrency, None
+    needed = RESERVED_DESCRIPTORS + DESCRIPTORS_PER_REQUEST * concurrency
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return concurrency, None
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    if soft >= needed:
+        return concurrency, None
+    return max(1, (soft - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_REQUEST), soft
+
+
+def out_of_descriptors(doing: str) -> str:
+    """What to say when the process ran out of file descriptors (EMFILE) while ``doing``."""
+    limit = descriptor_limit()
+    shown = f" ({limit})" if limit is not None else ""
+    return (
+        f"out of file descriptors {doing}: the open-file limit{shown} is too low for this "
+        "--concurrency; lower --concurrency or raise the limit (ulimit -n)"
+    )

@@ -14,7 +14,9 @@ damaged bodies are retried with exponential backoff and full jitter, each attemp
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
+import logging
 import os
 import random
 import ssl
@@ -38,7 +40,7 @@ from scanner.errors import (
 )
 from scanner.keyspace import KeyRange
 from scanner.storage.base import ListPage
-from scanner.storage.limits import AdaptiveLimiter
+from scanner.storage.limits import AdaptiveLimiter, out_of_descriptors
 from scanner.storage.s3.parse import (
     ErrorDocument,
     MalformedListing,
@@ -56,6 +58,7 @@ _BACKOFF_CAP: Final = 10.0
 _REGION_HEADER: Final = "x-amz-bucket-region"
 _CONNECT_ATTEMPTS: Final = 4
 _GC_THRESHOLD: Final = 20_000
+_log = logging.getLogger("scanner.storage")
 
 
 @dataclass
@@ -294,6 +297,15 @@ class S3PageSource:
                 if attempt >= budget:
                     raise self._exhausted(retry, key_range) from None
                 delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+                if _log.isEnabledFor(logging.DEBUG):
+                    fields = {
+                        "where": _describe(self.location.bucket, key_range),
+                        "attempt": attempt,
+                        "of": budget,
+                        "reason": retry.reason,
+                        "delay": round(max(delay, retry.retry_after), 3),
+                    }
+                    _log.debug("request-retried", extra={"fields": fields})
                 await asyncio.sleep(max(delay, retry.retry_after))
 
     async def _follow_region(self, region: str | None, signed_by: int) -> None:
@@ -343,6 +355,11 @@ class S3PageSource:
                 f"{redact(str(exc.os_error), self._secrets)}"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
+            if exc.os_error.errno in (errno.EMFILE, errno.ENFILE):
+                # Not the endpoint's fault, and no retry helps while the scan holds them all.
+                raise ScanError(
+                    out_of_descriptors(f"connecting to {self._endpoint_name(signed_url)}")
+                ) from exc
             raise _Retry(
                 f"cannot connect to {self._endpoint_name(signed_url)}: "
                 f"{redact(exc.os_error.strerror or str(exc.os_error), self._secrets)}"
@@ -470,6 +487,20 @@ def _status_text(code: str, status: int) -> str:
 
 
 def _describe(bucket: str, key_range: KeyRange) -> str:
-    low = repr(key_range.start_after) if key_range.start_after is not None else "the start"
-    high = repr(key_range.end) if key_range.end is not None else "the end"
-    return f"s3://{bucket}/{key_range.prefix} keys ({low}, {high}]"
+    """Where a range is, in words: the folder all its keys share, never its raw bounds.
+
+    A range's bounds are often points between keys made up by the split (``'\u07c0,'``), which
+    mean nothing to a user.
+    """
+    shared = key_range.request_prefix()
+    folder = shared[: shared.rfind("/") + 1] if len(shared) > len(key_range.prefix) else ""
+    where = f"s3://{bucket}/{show_key(max(folder, key_range.prefix, key=len))}"
+    whole = key_range.start_after is None and key_range.end is None
+    return where if whole or folder else f"part of {where}"
+
+
+def show_key(key: str) -> str:
+    """A key as it can be printed on one line: control and unprintable characters escaped."""
+    if key.isprintable():
+        return key
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in key)
