@@ -23,7 +23,7 @@ import anyio
 
 from scanner.config import ConnectionConfig, parse_s3_uri
 from scanner.errors import ScanError, UsageError
-from scanner.storage.base import ObjectStore
+from scanner.storage.base import ObjectStore, committing
 from scanner.storage.s3.store import S3ObjectStore
 
 MANIFEST: Final = "manifest.json"
@@ -192,19 +192,12 @@ class ObjectCheckpointStore:
         return Piece(name, file, self.where)
 
     async def publish(self, piece: Piece) -> None:
-        upload = self._objects.upload(self._prefix + piece.name)
-        await upload.open()
-        try:
+        async with committing(self._objects.upload(self._prefix + piece.name)) as upload:
             offset = 0
             while offset < piece.size:
                 block = os.pread(piece.file.fileno(), min(_BLOCK, piece.size - offset), offset)
                 offset += len(block)
                 await upload.write(block)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await upload.abort()
-            raise
-        await upload.commit()
         piece.file.close()
 
     async def open_piece(self, name: str) -> IO[bytes]:

@@ -24,6 +24,7 @@ from scanner.listing.plan import (
     write_plan,
 )
 from scanner.output.merge import merge_shards
+from scanner.storage.base import committing
 
 PARTS_HELP = (
     "cut the prefix into this many parts a shard, shard I taking parts I, I+COUNT, I+2*COUNT, ... "
@@ -203,25 +204,19 @@ def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     from scanner.output.sinks import open_sink
 
     async def diff() -> None:
-        sink = open_sink(args.output or "-", connection)
-        await sink.open()
-        try:
-            async with (
-                StateReader(args.old, connection, missing_ok=False) as old,
-                StateReader(args.new, connection, missing_ok=False) as new,
-            ):
-                batch = []
-                async for entry in diff_states(old, new):
-                    batch.append(entry)
-                    if len(batch) == 1000:
-                        await sink.write(encode_diff(batch))
-                        batch = []
-                if batch:
+        async with (
+            committing(open_sink(args.output or "-", connection)) as sink,
+            StateReader(args.old, connection, missing_ok=False) as old,
+            StateReader(args.new, connection, missing_ok=False) as new,
+        ):
+            batch = []
+            async for entry in diff_states(old, new):
+                batch.append(entry)
+                if len(batch) == 1000:
                     await sink.write(encode_diff(batch))
-            await sink.commit()
-        except BaseException:
-            await sink.abort()
-            raise
+                    batch = []
+            if batch:
+                await sink.write(encode_diff(batch))
 
     anyio.run(diff, backend="asyncio")
     return 0
@@ -267,9 +262,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     owners = plan.owners if plan is not None else None
 
     async def merge() -> None:
-        writer = open_writer(config)
-        await writer.open()
-        try:
+        async with committing(open_writer(config)) as writer:
             page = []
             async for record in merge_shards(args.inputs, connection, ranges, owners):
                 page.append(record)
@@ -278,10 +271,6 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
                     page = []
             if page:
                 await writer.write(encode(page))
-            await writer.commit()
-        except BaseException:
-            await writer.abort()
-            raise
 
     anyio.run(merge, backend="asyncio")
     return 0
@@ -297,13 +286,7 @@ def _write_manifest(
 
     async def write() -> None:
         outputs = await describe_shards(args.inputs, connection, plan.ranges, plan.owners)
-        sink = open_sink(output, connection)
-        await sink.open()
-        try:
+        async with committing(open_sink(output, connection)) as sink:
             await sink.write(parts_manifest(plan.uri, args.plan, outputs, plan.ranges, plan.owners))
-            await sink.commit()
-        except BaseException:
-            await sink.abort()
-            raise
 
     anyio.run(write, backend="asyncio")

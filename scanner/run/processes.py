@@ -47,6 +47,7 @@ from scanner.listing.enumerate import Enumerator
 from scanner.records import ObjectRecord
 from scanner.run.outputs import open_writer
 from scanner.run.summary import PageHandler, ScanSummary, finish_summary
+from scanner.storage.base import committing
 from scanner.storage.s3.client import S3PageSource
 
 _COPY_BLOCK = 1 << 20
@@ -210,9 +211,7 @@ async def join_workers(
     """The first page, then each worker's output in key order, into the real sink."""
     summary.requests.requests = split.requests
     summary.requests.retries = split.retries
-    writer = open_writer(config)
-    await writer.open()
-    try:
+    async with committing(open_writer(config)) as writer:
         handle = PageHandler(config, summary)
         first = handle(split.first_page)
         handle.finish()
@@ -222,11 +221,6 @@ async def join_workers(
             report = await collect(worker)
             summary.add_worker(report)
             await _copy_into(writer, worker.output_path)
-        await writer.commit()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await writer.abort()
-        raise
     finish_summary(summary, writer)
     return summary
 

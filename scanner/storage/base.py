@@ -8,9 +8,11 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import anyio
 
 from scanner.config import MAX_KEYS_PER_PAGE
 from scanner.errors import ScanError
@@ -102,3 +104,30 @@ class ObjectStore(Protocol):
     def keys(self, prefix: str) -> AsyncIterator[str]:
         """Every key under ``prefix``, in no promised order."""
         ...
+
+
+class Committable(Protocol):
+    """Anything written in one go and then kept or thrown away: uploads, sinks, writers."""
+
+    async def open(self) -> None: ...
+    async def commit(self) -> None: ...
+    async def abort(self) -> None: ...
+
+
+CommittableT = TypeVar("CommittableT", bound=Committable)
+
+
+@asynccontextmanager
+async def committing(target: CommittableT) -> AsyncIterator[CommittableT]:
+    """Open ``target``; commit it when the block ends, abort it when the block fails.
+
+    The abort is shielded from cancellation: a cancelled run still takes back what it wrote.
+    """
+    await target.open()
+    try:
+        yield target
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await target.abort()
+        raise
+    await target.commit()

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from scanner.config import ConnectionConfig, S3Location
+from scanner.storage.base import committing
 from scanner.storage.errors import ObjectCall, object_errors
 from scanner.storage.s3.download import BLOCK_SIZE, S3Download
 from scanner.storage.s3.objects import object_client
@@ -60,14 +61,8 @@ class S3ObjectStore:
         location = S3Location(self.bucket, key)
         if if_absent:
             return await put_new_object(location, self._connection, data, role=self._role, what=self._what)
-        upload = self.upload(key)
-        await upload.open()
-        try:
+        async with committing(self.upload(key)) as upload:
             await upload.write(data)
-        except BaseException:
-            await upload.abort()
-            raise
-        await upload.commit()
         return True
 
     def upload(self, key: str) -> S3UploadSink:
