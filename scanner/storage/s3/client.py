@@ -155,10 +155,12 @@ class S3PageSource:
         """False for a plain-HTTP endpoint and no ``--ca-bundle``: loading one would be wasted.
 
         An ambient ``AWS_CA_BUNDLE`` cannot apply to plain HTTP, so it is not read then. (aiohttp
-        would still verify against the system's CAs, were an HTTPS URL ever sent.)
+        would still verify against the system's CAs, were an HTTPS URL ever sent.) Without
+        ``--endpoint-url``, the endpoint botocore takes from the environment counts: it wins over
+        any in the config file.
         """
-        endpoint = (self.config.endpoint_url or "").lower()
-        return not endpoint.startswith("http://") or self.config.ca_bundle is not None
+        endpoint = self.config.endpoint_url or _environment_endpoint() or ""
+        return not endpoint.lower().startswith("http://") or self.config.ca_bundle is not None
 
     def _ca_bundle(self) -> str:
         from botocore.httpsession import get_cert_path
@@ -451,6 +453,13 @@ class _WrongRegion(ScanError):
         super().__init__(code)
         self.region = region
         self.code = code
+
+
+def _environment_endpoint() -> str | None:
+    """The endpoint URL botocore reads from the environment for S3, if any."""
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def _tls_context(bundle: str) -> ssl.SSLContext:
