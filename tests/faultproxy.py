@@ -190,6 +190,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.configure(rate=rate, kinds=kinds, seed=seed, from_request=from_request, schedule=schedule or {})
         self.requests = 0
+        # ListObjectsV2 requests among them (a scan's checkpoint saves and state are not).
+        self.listings = 0
         self.forwarded = 0
         self.faults: Counter[str] = Counter()
         # Follow-ups of a repeated token: the scanner asking again for a page it already had.
@@ -256,6 +258,8 @@ class FaultProxy:
         selected = self.select is None or self.select(request)
         with self._lock:
             self.requests += 1
+            if "list-type" in request.query:
+                self.listings += 1
             # Always two draws, so the fault sequence depends on the seed and request count only.
             roll = self._rng.random()
             kind = self._rng.choices(self._kinds, self._weights)[0] if self._kinds else None

@@ -316,7 +316,9 @@ def test_killed_scan_resumes_to_the_same_output(
         # The stop saved once more: at least what the last periodic save had.
         assert _saved_objects(read_manifest) >= saved
 
-    proxy_requests = proxy.requests
+    # Listings only: how often the resumed run saves its checkpoint depends on how long it
+    # takes, which a busy machine decides.
+    listings_before = proxy.listings
     resumed = run_scanner([*args, "--summary", str(tmp_path / "summary.json")], env, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert _keys(out) == expected
@@ -326,7 +328,7 @@ def test_killed_scan_resumes_to_the_same_output(
     assert "resumed from the checkpoint" in resumed.stderr
     # Finished ranges are not listed again: about the pages left, not the whole bucket.
     pages_left = (len(expected) - summary["resumed_objects"]) / 1000
-    assert proxy.requests - proxy_requests < pages_left + 25
+    assert proxy.listings - listings_before < pages_left + 25
     assert left_behind() == []
 
 

@@ -476,8 +476,11 @@ def test_sigterm_mid_scan_exits_143_and_writes_nothing(
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
     checkpoint = f"s3://{bucket}/bucket-scanner/checkpoints/archive/"
-    assert stderr.splitlines()[-1] == (
-        f"error: terminated; no output was written; progress is saved in {checkpoint}: "
+    # The CronJob logs JSON: the failure is the last event.
+    failed = json.loads(stderr.splitlines()[-1])
+    assert (failed["event"], failed["exit_code"]) == ("scan-failed", 143)
+    assert failed["error"] == (
+        f"terminated; no output was written; progress is saved in {checkpoint}: "
         "run the same command again to resume"
     )
     assert bucket_keys(client, bucket, "bucket-scanner/output/") == []
