@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
 import anyio
 
 _HISTORY: Final = 4096
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class AdaptiveLimiter:
@@ -68,6 +71,32 @@ class AdaptiveLimiter:
 
     def _record(self) -> None:
         self.history.append((time.monotonic(), self.limit, self.in_flight))
+
+
+def limited(
+    attempt: Callable[P, Awaitable[T]],
+    limiter: AdaptiveLimiter,
+    is_throttling: Callable[[BaseException], bool],
+) -> Callable[P, Awaitable[T]]:
+    """``attempt`` behind ``limiter``: each call waits for a slot, and its outcome moves the
+    limit (a success climbs, a throttling answer halves it).
+
+    It wraps one attempt, not a call that retries inside: the limit must see every throttled
+    answer, and a retry must queue for a slot like any other request.
+    """
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        async with limiter:
+            try:
+                result = await attempt(*args, **kwargs)
+            except BaseException as exc:
+                if is_throttling(exc):
+                    limiter.throttled()
+                raise
+        limiter.succeeded()
+        return result
+
+    return call
 
 
 # The most requests in flight a scan takes. One process parses about 200-300k keys a second,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
 from scanner.storage.limits import AdaptiveLimiter
 
@@ -59,3 +60,40 @@ def test_a_lent_share_of_the_ceiling_comes_back_by_climbing() -> None:
     assert limiter.limit == 16
     limiter.set_maximum(0)
     assert limiter.maximum == limiter.limit == 1
+
+
+class _Throttled(Exception):
+    pass
+
+
+def test_limited_wraps_one_attempt_and_feeds_its_outcome_back() -> None:
+    from scanner.storage.limits import limited
+
+    limiter = AdaptiveLimiter(8, cooldown=0.0)
+    seen_in_flight: list[int] = []
+
+    async def attempt(fail: bool) -> str:
+        seen_in_flight.append(limiter.in_flight)
+        if fail:
+            raise _Throttled
+        return "page"
+
+    call = limited(attempt, limiter, lambda exc: isinstance(exc, _Throttled))
+
+    async def run() -> None:
+        with pytest.raises(_Throttled):
+            await call(True)
+        assert limiter.limit == 4
+        assert await call(False) == "page"
+        assert limiter.limit == 4.25
+        with pytest.raises(ValueError, match="not throttling"):
+            await limited(_other_failure, limiter, lambda exc: isinstance(exc, _Throttled))()
+        assert limiter.limit == 4.25
+
+    anyio.run(run)
+    assert seen_in_flight == [1, 1]
+    assert limiter.in_flight == 0
+
+
+async def _other_failure() -> None:
+    raise ValueError("not throttling")

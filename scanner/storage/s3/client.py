@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,7 +40,7 @@ from scanner.errors import (
 )
 from scanner.keyspace import KeyRange
 from scanner.storage.base import ListPage
-from scanner.storage.limits import AdaptiveLimiter, out_of_descriptors
+from scanner.storage.limits import AdaptiveLimiter, limited, out_of_descriptors
 from scanner.storage.s3.parse import (
     ErrorDocument,
     MalformedListing,
@@ -89,6 +89,10 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
+def _is_throttling(exc: BaseException) -> bool:
+    return isinstance(exc, _Retry) and exc.throttled
+
+
 @dataclass
 class S3PageSource:
     """Lists pages of one bucket. Use as an async context manager."""
@@ -107,10 +111,12 @@ class S3PageSource:
     _template: RequestTemplate | None = None
     _use_template: bool = True
     limiter: AdaptiveLimiter = field(init=False)
+    _limited_attempt: Callable[[Mapping[str, Any], KeyRange], Awaitable[ListPage]] = field(init=False)
     _secrets: tuple[str, ...] = ()
 
     async def __aenter__(self) -> S3PageSource:
         self.limiter = AdaptiveLimiter(self.config.concurrency)
+        self._limited_attempt = limited(self._attempt, self.limiter, _is_throttling)
         # Loading a CA bundle takes some 40 ms with the GIL released: on a thread, it overlaps
         # the client's set-up, which is Python through and through.
         tls = None
@@ -279,18 +285,13 @@ class S3PageSource:
         while True:
             generation = self._client_generation
             try:
-                async with self.limiter:
-                    page = await self._attempt(params, key_range)
-                self.limiter.succeeded()
-                return page
+                return await self._limited_attempt(params, key_range)
             except _WrongRegion as wrong:
                 await self._follow_region(wrong.region, generation)
             except _Retry as retry:
                 attempt += 1
                 self.stats.retries += 1
                 self.stats.throttled += retry.throttled
-                if retry.throttled:
-                    self.limiter.throttled()
                 self.stats.last_error = retry.reason
                 # A refused connection rarely heals within a scan: fail fast on it.
                 budget = self.config.max_attempts
