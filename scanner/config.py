@@ -86,6 +86,9 @@ class ScanConfig:
     # too: with 32 MiB the largest process of a 1M-key scan peaked at 122-159 MB, with 16 MiB
     # at 105-128 MB (the target is under 150). Spilled pages come back from the page cache.
     memory_budget: int = 16 * 1024 * 1024
+    # Past the budget, ranges behind the one being written spill to disk and list on. Without
+    # ``spill`` they wait instead: the library API's reader sets the pace of the listing.
+    spill: bool = True
     temp_dir: str | None = None
     # Processes that list: at most ``processes`` in all. With ``processes_on_demand`` (``--processes
     # auto``) the scan starts in one and forks workers only while it is CPU-bound, that is, while

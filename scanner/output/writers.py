@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO, Protocol
 
 import orjson
+from anyio.streams.memory import MemoryObjectSendStream
 
 from scanner.config import ScanConfig
 from scanner.errors import ScanError
@@ -173,6 +174,30 @@ class ItemsWriter:
     async def abort(self) -> None:
         for sink in self._sinks:
             await sink.abort()
+
+
+class StreamWriter:
+    """The chunks themselves, handed on through a bounded stream to code that reads them.
+
+    The library API's writer: its reader decodes the chunks (JSON Lines) into records or Arrow
+    batches. A full stream holds the writer, and so the listing (backpressure). The reader learns
+    the end from the stream's close, which the scan's owner does after ``run_scan`` returns.
+    """
+
+    def __init__(self, send: MemoryObjectSendStream[bytes]) -> None:
+        self._send = send
+
+    async def open(self) -> None:
+        pass
+
+    async def write(self, chunk: bytes) -> None:
+        await self._send.send(chunk)
+
+    async def commit(self) -> None:
+        pass
+
+    async def abort(self) -> None:
+        pass
 
 
 def make_writer(config: ScanConfig) -> Writer:
