@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from scanner.keyspace import KeyRange
 
 OutputFormat = Literal["jsonl", "csv", "items"]
+# How an output's bytes are compressed (``scanner.output.compression``).
+Compression = Literal["none", "gzip", "zstd"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 
 # 16 requests in flight keeps a 1000-key page arriving every ~6 ms at S3's usual 100 ms LIST
@@ -80,6 +82,7 @@ class ScanConfig:
     connection: ConnectionConfig
     output: str = "-"
     output_format: OutputFormat = "jsonl"
+    compression: Compression = "none"
     ordered: bool = True
     # Bytes of finished-but-not-yet-writable output kept in memory before spilling to disk. A
     # worker process forked mid-scan has what the budget holds at that moment in its own RSS

@@ -28,6 +28,7 @@ from scanner.cli.selection import add_selection_arguments, selection_from_args
 from scanner.cli.shards import add_shard_commands, run_shard_command, shard_from_args, shard_range_from_args
 from scanner.config import (
     DEFAULT_CONCURRENCY,
+    Compression,
     ConnectionConfig,
     OutputFormat,
     ScanConfig,
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("jsonl", "csv", "items"),
         help="jsonl (default), csv, or a RedBrick items list",
     )
+    add_compress_argument(scan)
     scan.add_argument(
         "--unordered",
         action="store_true",
@@ -267,6 +269,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     output = args.output or "-"
     location = parse_s3_uri(args.uri)
     output_format: OutputFormat = args.format or "jsonl"
+    compression = output_compression(output, args.compress, output_format)
     selection = selection_from_args(args, location, output_format)
     if output_format == "items" and args.unordered:
         raise UsageError("--unordered cannot make an items list: tasks need keys in order")
@@ -290,6 +293,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         connection=connection,
         output=output,
         output_format=output_format,
+        compression=compression,
         ordered=not args.unordered,
         temp_dir=args.temp_dir or os.environ.get("TMPDIR"),
         **processes_from_args(args),
@@ -308,6 +312,21 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     )
     config = _fit_profile(config)
     return replace(config, shard_range=shard_range_from_args(args, location, connection))
+
+
+def add_compress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compress",
+        choices=("gzip", "zstd", "none"),
+        help="compress the output (jsonl, csv, items); default: as its name says (.gz, .zst), else none",
+    )
+
+
+def output_compression(output: str, asked: str | None, output_format: str) -> Compression:
+    """The output's compression, checked with its format."""
+    from scanner.output.compression import choose_compression
+
+    return choose_compression(output, asked, output_format)
 
 
 def _fit_profile(config: ScanConfig) -> ScanConfig:

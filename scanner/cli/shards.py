@@ -69,6 +69,11 @@ def add_shard_commands(
         "-f", "--format", choices=("jsonl", "csv", "items"), help="output format (default jsonl)"
     )
     merge.add_argument(
+        "--compress",
+        choices=("gzip", "zstd", "none"),
+        help="compress the output; default: as its name says (.gz, .zst). Inputs may be compressed",
+    )
+    merge.add_argument(
         "--plan",
         help="the plan the shards used (file or s3://): checks that the inputs are one output of each "
         "of its shards, and gives the prefix for items lists",
@@ -212,7 +217,7 @@ def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.cli.main import check_output
+    from scanner.cli.main import check_output, output_compression
     from scanner.grouping import GroupingSpec
     from scanner.output.writers import page_encoder
     from scanner.run.outputs import open_writer
@@ -235,6 +240,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         connection=connection,
         output=output,
         output_format=output_format,
+        compression=output_compression(output, args.compress, output_format),
         grouping=grouping,
     )
     encode = page_encoder(config)

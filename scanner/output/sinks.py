@@ -18,7 +18,7 @@ import sys
 import tempfile
 from typing import BinaryIO, Protocol
 
-from scanner.config import ConnectionConfig, parse_s3_object_uri
+from scanner.config import Compression, ConnectionConfig, parse_s3_object_uri
 from scanner.errors import OutputClosed, ScanError, UsageError
 
 _BUFFER: int = 1 << 20
@@ -210,11 +210,21 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def open_sink(output: str, connection: ConnectionConfig | None = None) -> Sink:
+def open_sink(
+    output: str, connection: ConnectionConfig | None = None, compression: Compression = "none"
+) -> Sink:
+    """The sink for ``output`` (``-``, ``s3://BUCKET/KEY`` or a path), compressed if asked."""
+    sink: Sink
     if output == "-":
-        return StdoutSink()
-    if output.startswith("s3://"):
+        sink = StdoutSink()
+    elif output.startswith("s3://"):
         from scanner.storage.s3.upload import S3UploadSink
 
-        return S3UploadSink(parse_s3_object_uri(output), connection or ConnectionConfig())
-    return AtomicFileSink(output)
+        sink = S3UploadSink(parse_s3_object_uri(output), connection or ConnectionConfig())
+    else:
+        sink = AtomicFileSink(output)
+    if compression == "none":
+        return sink
+    from scanner.output.compression import CompressedSink
+
+    return CompressedSink(sink, compression)

@@ -51,7 +51,7 @@ class RecordsWriter:
     """JSON Lines or CSV: chunks are already the output."""
 
     def __init__(self, config: ScanConfig) -> None:
-        self._sink = open_sink(config.output, config.connection)
+        self._sink = open_sink(config.output, config.connection, config.compression)
         self._preamble = csv_header() if config.output_format == "csv" else b""
 
     async def open(self) -> None:
@@ -136,7 +136,7 @@ class ItemsWriter:
             output = self._config.output
             if self._config.max_tasks_per_file is not None and output != "-":
                 output = numbered_output(output, len(self._sinks) + 1)
-            sink = open_sink(output, self._config.connection)
+            sink = open_sink(output, self._config.connection, self._config.compression)
             await sink.open()
             self._sinks.append(sink)
         return self._sinks[index]

@@ -32,6 +32,7 @@ from scanner.config import ConnectionConfig, S3Location, parse_s3_object_uri, pa
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.listing.planning import BLOCK_END, Sampler, cut_points
+from scanner.output.compression import decompressed
 from scanner.records import ObjectRecord
 from scanner.storage.base import PageSource
 
@@ -316,6 +317,7 @@ async def _lines(path: str, connection: ConnectionConfig) -> AsyncIterator[bytes
     else:
         download = None
         blocks = _file_blocks(path)
+    blocks = decompressed(blocks, path)
     try:
         pending = b""
         async for block in blocks:

@@ -119,6 +119,10 @@ class S3UploadSink:
 
 
 def _content_type(key: str) -> str:
+    if key.endswith(".gz"):
+        return "application/gzip"
+    if key.endswith(".zst"):
+        return "application/zstd"
     if key.endswith((".jsonl", ".ndjson")):
         return "application/x-ndjson"
     if key.endswith(".json"):
