@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from scanner.grouping import GroupingSpec
     from scanner.keyspace import KeyRange
 
-OutputFormat = Literal["jsonl", "csv", "items"]
+OutputFormat = Literal["jsonl", "csv", "items", "parquet"]
 # How an output's bytes are compressed (``scanner.output.compression``).
 Compression = Literal["none", "gzip", "zstd"]
 AddressingStyle = Literal["auto", "path", "virtual"]

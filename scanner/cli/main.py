@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "-f",
         "--format",
-        choices=("jsonl", "csv", "items"),
-        help="jsonl (default), csv, or a RedBrick items list",
+        choices=("jsonl", "csv", "items", "parquet"),
+        help="jsonl (default), csv, a RedBrick items list, or parquet (needs bucket-scanner[arrow])",
     )
     add_compress_argument(scan)
     scan.add_argument(
@@ -323,9 +323,13 @@ def add_compress_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def output_compression(output: str, asked: str | None, output_format: str) -> Compression:
-    """The output's compression, checked with its format."""
+    """The output's compression, checked with its format; Parquet needs pyarrow."""
     from scanner.output.compression import choose_compression
 
+    if output_format == "parquet":
+        from scanner.output.arrow import require_pyarrow
+
+        require_pyarrow("--format parquet")
     return choose_compression(output, asked, output_format)
 
 

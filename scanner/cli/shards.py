@@ -66,7 +66,7 @@ def add_shard_commands(
     )
     merge.add_argument("-o", "--output", help="output path, s3://BUCKET/KEY, or - (default)")
     merge.add_argument(
-        "-f", "--format", choices=("jsonl", "csv", "items"), help="output format (default jsonl)"
+        "-f", "--format", choices=("jsonl", "csv", "items", "parquet"), help="output format (default jsonl)"
     )
     merge.add_argument(
         "--compress",

@@ -4,6 +4,8 @@ Workers encode each page as soon as it arrives (``PageEncoder``); the writer rec
 in key order and turns them into the output:
 
 - ``jsonl`` / ``csv``: the chunks are the output; they go straight to the sink.
+- ``parquet``: the chunks are JSON Lines; ``scanner.output.parquet`` turns runs of them into row
+  groups.
 - ``items``: the chunks carry only the page's keys (one JSON array per page); the writer groups
   them into RedBrick tasks as the ordered stream passes and encodes tasks into an items list,
   rolling over to numbered files with ``--max-tasks-per-file``.
@@ -207,4 +209,8 @@ def make_writer(config: ScanConfig) -> Writer:
     if config.output_format == "items":
         assert config.grouping is not None
         return ItemsWriter(config, config.grouping)
+    if config.output_format == "parquet":
+        from scanner.output.parquet import ParquetWriter
+
+        return ParquetWriter(config)
     return RecordsWriter(config)

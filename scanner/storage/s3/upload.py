@@ -123,6 +123,8 @@ def _content_type(key: str) -> str:
         return "application/gzip"
     if key.endswith(".zst"):
         return "application/zstd"
+    if key.endswith(".parquet"):
+        return "application/vnd.apache.parquet"
     if key.endswith((".jsonl", ".ndjson")):
         return "application/x-ndjson"
     if key.endswith(".json"):
