@@ -30,9 +30,11 @@ __all__ = ["COMPRESSIONS", "CompressedSink", "Compression", "choose_compression"
 COMPRESSIONS: Final = ("none", "gzip", "zstd")
 # Name endings, and what each means.
 EXTENSIONS: Final[dict[str, Compression]] = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-# gzip's default level; zstd's default level (3) is both smaller and faster than that.
-GZIP_LEVEL: Final = 6
-ZSTD_LEVEL: Final = 3
+# Levels for a listing (many short, similar lines with random ETags in them): gzip 3 is about
+# twice as fast as gzip's default 6 for a few percent more bytes, and zstd 1 was both the
+# fastest and the smallest of zstd's levels (benchmarks/results/formats-2026-12-03.md).
+GZIP_LEVEL: Final = 3
+ZSTD_LEVEL: Final = 1
 ZSTD_HINT: Final = "pip install zstandard"
 
 _BLOCK: Final = 1 << 20
