@@ -109,7 +109,9 @@ def scan_once(uri: str, endpoint: str, output_format: str, name: str, work: Path
     out, summary = work / name, work / "summary.json"
     command = [sys.executable, "-m", "scanner", "scan", uri, "-f", output_format, "-o", str(out)]
     command += ["--processes", "1", "-q", "--summary", str(summary)]
-    result = subprocess.run(command, env=_env(endpoint), capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        command, env=_env(endpoint), cwd=_REPO, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
     document = json.loads(summary.read_text())
@@ -132,7 +134,12 @@ def api_once(uri: str, endpoint: str, arrow: bool) -> tuple[int, float]:
         "print(count, time.perf_counter() - started)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], env=_env(endpoint), capture_output=True, text=True, check=False
+        [sys.executable, "-c", code],
+        env=_env(endpoint),
+        cwd=_REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"the API run failed: {result.stderr.strip()}")

@@ -117,6 +117,30 @@ def test_parquet_merge_of_jsonl_shards(s3: S3Target, tmp_path: Path) -> None:
     assert pq.read_table(out).column("key").to_pylist() == keys
 
 
+def test_parquet_of_what_changed_and_resumable(moto_target: S3Target, tmp_path: Path) -> None:
+    s3 = moto_target
+    bucket = s3.new_bucket([f"k/{i:05d}" for i in range(1_500)])
+    uri, state = f"s3://{bucket}", str(tmp_path / "state")
+    first = tmp_path / "first.parquet"
+    result = run_scanner(["scan", uri, "-f", "parquet", "-o", str(first), "--state", state], s3.env())
+    assert result.returncode == 0, result.stderr
+    assert pq.read_table(first).num_rows == 1_500
+    s3.put(bucket, ["k/new"])
+    changes = tmp_path / "changes.parquet"
+    result = run_scanner(
+        ["scan", uri, "-f", "parquet", "-o", str(changes), "--state", state, "--changes-only"], s3.env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert pq.read_table(changes).column("key").to_pylist() == ["k/new"]
+    resumable = tmp_path / "resumable.parquet"
+    checkpoint = str(tmp_path / "checkpoint")
+    result = run_scanner(
+        ["scan", uri, "-f", "parquet", "-o", str(resumable), "--checkpoint", checkpoint], s3.env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert pq.read_table(resumable).num_rows == 1_501
+
+
 # --- usage --------------------------------------------------------------------------------------
 
 
