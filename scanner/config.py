@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from scanner.grouping import GroupingSpec
     from scanner.keyspace import KeyRange
 
-OutputFormat = Literal["jsonl", "csv", "items"]
+OutputFormat = Literal["jsonl", "csv", "items", "parquet"]
+# How an output's bytes are compressed (``scanner.output.compression``).
+Compression = Literal["none", "gzip", "zstd"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 
 # 16 requests in flight keeps a 1000-key page arriving every ~6 ms at S3's usual 100 ms LIST
@@ -80,12 +82,16 @@ class ScanConfig:
     connection: ConnectionConfig
     output: str = "-"
     output_format: OutputFormat = "jsonl"
+    compression: Compression = "none"
     ordered: bool = True
     # Bytes of finished-but-not-yet-writable output kept in memory before spilling to disk. A
     # worker process forked mid-scan has what the budget holds at that moment in its own RSS
     # too: with 32 MiB the largest process of a 1M-key scan peaked at 122-159 MB, with 16 MiB
     # at 105-128 MB (the target is under 150). Spilled pages come back from the page cache.
     memory_budget: int = 16 * 1024 * 1024
+    # Past the budget, ranges behind the one being written spill to disk and list on. Without
+    # ``spill`` they wait instead: the library API's reader sets the pace of the listing.
+    spill: bool = True
     temp_dir: str | None = None
     # Processes that list: at most ``processes`` in all. With ``processes_on_demand`` (``--processes
     # auto``) the scan starts in one and forks workers only while it is CPU-bound, that is, while

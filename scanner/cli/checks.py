@@ -21,6 +21,7 @@ from scanner.report.console import counted, plural
 from scanner.storage.limits import MAX_CONCURRENCY, fit_to_descriptors, out_of_descriptors
 
 if TYPE_CHECKING:
+    from scanner.output.compression import Compression
     from scanner.run.summary import ScanSummary
 
 __all__ = ["counted", "plural"]
@@ -236,3 +237,14 @@ def check_deletions(args: argparse.Namespace, output_format: str) -> None:
         raise UsageError("--deletions needs --changes-only (and --state): deletions are changes")
     if output_format == "items":
         raise UsageError("--deletions applies to JSON Lines and CSV: an items list has no deleted tasks")
+
+
+def output_compression(output: str, asked: str | None, output_format: str) -> Compression:
+    """The output's compression, checked with its format; Parquet needs pyarrow."""
+    from scanner.output.compression import choose_compression
+
+    if output_format == "parquet":
+        from scanner.output.arrow import require_pyarrow
+
+        require_pyarrow("--format parquet")
+    return choose_compression(output, asked, output_format)

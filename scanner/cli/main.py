@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from scanner import __version__
 from scanner.cli import checks
-from scanner.cli.checks import check_output
+from scanner.cli.checks import check_output, output_compression
 from scanner.cli.completion import add_completion_command, run_completion
 from scanner.cli.features import add_feature_arguments, features_from_args, log_level_from_args
 from scanner.cli.ls import add_ls_command, run_ls
@@ -171,9 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "-f",
         "--format",
-        choices=("jsonl", "csv", "items"),
-        help="jsonl (default), csv, or a RedBrick items list",
+        choices=("jsonl", "csv", "items", "parquet"),
+        help="jsonl (default), csv, a RedBrick items list, or parquet (needs bucket-scanner[arrow])",
     )
+    add_compress_argument(scan)
     scan.add_argument(
         "--unordered",
         action="store_true",
@@ -303,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     output = args.output or "-"
     location = parse_s3_uri(args.uri)
     output_format: OutputFormat = args.format or "jsonl"
+    compression = output_compression(output, args.compress, output_format)
     selection = selection_from_args(args, location, output_format)
     if output_format == "items" and args.unordered:
         raise UsageError("--unordered cannot make an items list: tasks need keys in order")
@@ -331,6 +333,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         connection=connection,
         output=output,
         output_format=output_format,
+        compression=compression,
         ordered=not args.unordered,
         temp_dir=args.temp_dir or os.environ.get("TMPDIR"),
         **processes_from_args(args),
@@ -351,6 +354,14 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     )
     config = _fit_profile(config)
     return replace(config, shard_ranges=shard_ranges_from_args(args, location, connection))
+
+
+def add_compress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compress",
+        choices=("gzip", "zstd", "none"),
+        help="compress the output (jsonl, csv, items); default: as its name says (.gz, .zst), else none",
+    )
 
 
 def _fit_profile(config: ScanConfig) -> ScanConfig:

@@ -73,7 +73,12 @@ def add_shard_commands(
     )
     merge.add_argument("-o", "--output", help="output path, s3://BUCKET/KEY, or - (default)")
     merge.add_argument(
-        "-f", "--format", choices=("jsonl", "csv", "items"), help="output format (default jsonl)"
+        "-f", "--format", choices=("jsonl", "csv", "items", "parquet"), help="output format (default jsonl)"
+    )
+    merge.add_argument(
+        "--compress",
+        choices=("gzip", "zstd", "none"),
+        help="compress the output; default: as its name says (.gz, .zst). Inputs may be compressed",
     )
     merge.add_argument(
         "--plan",
@@ -225,7 +230,7 @@ def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     import anyio
 
-    from scanner.cli.checks import check_output
+    from scanner.cli.checks import check_output, output_compression
     from scanner.grouping import GroupingSpec
     from scanner.output.writers import page_encoder
     from scanner.run.outputs import open_writer
@@ -255,6 +260,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         connection=connection,
         output=output,
         output_format=output_format,
+        compression=output_compression(output, args.compress, output_format),
         grouping=grouping,
     )
     encode = page_encoder(config)

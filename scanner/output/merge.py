@@ -20,6 +20,7 @@ import orjson
 from scanner.config import ConnectionConfig, parse_s3_object_uri
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
+from scanner.output.compression import decompressed
 from scanner.records import ObjectRecord
 from scanner.storage.s3.store import S3ObjectStore
 
@@ -33,7 +34,7 @@ async def _lines(
 ) -> AsyncGenerator[bytes, None]:
     """The lines of a JSON Lines file or S3 object, read a block at a time (each block also
     handed to ``seen``)."""
-    async with _blocks(path, connection) as blocks:
+    async with _blocks(path, connection) as raw, aclosing(decompressed(raw, path)) as blocks:
         pending = b""
         async for block in blocks:
             if seen is not None:

@@ -7,7 +7,9 @@ segments right after its own, which keeps the chain in key order without ever so
 The writer drains the chain from its head. The head segment streams straight through, with
 backpressure on its producer. Segments behind it buffer their finished pages in memory up to a
 shared budget; past that they spill to an anonymous temporary file (unlinked at creation, so
-nothing is left on disk even after a crash) and are read back when they reach the head.
+nothing is left on disk even after a crash) and are read back when they reach the head. Without
+spilling (``spill=False``, for a reader that sets the pace) their producers wait instead until
+the budget has room, so a slow writer stops the listing.
 
 Each segment also knows which part of the key space it stands for: its range ``(after, end]``,
 the last key listed into it, whether its range is complete, and (with a checkpoint) where its
@@ -85,11 +87,19 @@ class OrderedOutput:
         head_limit: int = 4 << 20,
         temp_dir: str | None = None,
         first: Segment | None = None,
+        spill: bool = True,
     ) -> None:
         self.first = first if first is not None else Segment()
         self._head: Segment | None = self.first
         self._memory_budget = memory_budget
+        self._spill_allowed = spill
+        # The head keeps its own limit either way: before the listing has shown the byte order,
+        # standard output and the library API hold back what it wrote (``vetted``), and the
+        # first two pages must fit for that to be shown.
         self._head_limit = head_limit
+        # Set whenever the budget gets room back (a segment reached the head): producers that
+        # wait for room (``spill=False``) look again.
+        self._room = anyio.Event()
         self._temp_dir = temp_dir
         self._buffered = 0
         self._drained = anyio.Event()
@@ -150,7 +160,9 @@ class OrderedOutput:
             segment._buffered += len(chunk)
             segment._notify()
             return
-        if segment._spill is None and self._buffered + len(chunk) <= self._memory_budget:
+        fits = self._buffered + len(chunk) <= self._memory_budget
+        if segment._spill is None and (fits or not self._spill_allowed):
+            # Without spilling it is held anyway; its producer waits in ``wait_for_room``.
             segment._chunks.append(chunk)
             segment._buffered += len(chunk)
             self._buffered += len(chunk)
@@ -158,8 +170,15 @@ class OrderedOutput:
         self._spill_chunk(segment, chunk)
 
     async def wait_for_room(self, segment: Segment) -> None:
-        while segment is self._head and segment._buffered > self._head_limit:
-            await self._drained.wait()
+        while True:
+            if segment is self._head:
+                if segment._buffered <= self._head_limit:
+                    return
+                await self._drained.wait()
+            elif self._spill_allowed or self._buffered <= self._memory_budget:
+                return
+            else:
+                await self._room.wait()
 
     def _spill_chunk(self, segment: Segment, chunk: bytes) -> None:
         spill = segment._spill
@@ -191,6 +210,8 @@ class OrderedOutput:
             if not starting:
                 # Its buffered bytes no longer count against the budget for segments behind.
                 self._buffered -= segment._buffered
+                self._room.set()
+                self._room = anyio.Event()
             starting = False
             while True:
                 if segment.preloaded:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from typing import BinaryIO, Protocol
 
-from scanner.config import ConnectionConfig, parse_s3_object_uri
+from scanner.config import Compression, ConnectionConfig, parse_s3_object_uri
 from scanner.errors import OutputClosed, ScanError, UsageError
 from scanner.storage.s3.store import S3ObjectStore
 
@@ -219,13 +219,26 @@ def _fsync_directory(directory: str) -> None:
 
 
 def open_sink(
-    output: str, connection: ConnectionConfig | None = None, *, role: str = "output", what: str = "the output"
+    output: str,
+    connection: ConnectionConfig | None = None,
+    compression: Compression = "none",
+    *,
+    role: str = "output",
+    what: str = "the output",
 ) -> Sink:
-    """Standard output, an S3 object (through the ``ObjectStore``), or a local file."""
+    """Standard output, an S3 object (through the ``ObjectStore``), or a local file; compressed
+    if asked."""
+    sink: Sink
     if output == "-":
-        return StdoutSink()
-    if output.startswith("s3://"):
+        sink = StdoutSink()
+    elif output.startswith("s3://"):
         where = parse_s3_object_uri(output)
         objects = S3ObjectStore(where.bucket, connection or ConnectionConfig(), role=role, what=what)
-        return objects.upload(where.prefix)
-    return AtomicFileSink(output, role)
+        sink = objects.upload(where.prefix)
+    else:
+        sink = AtomicFileSink(output, role)
+    if compression == "none":
+        return sink
+    from scanner.output.compression import CompressedSink
+
+    return CompressedSink(sink, compression)

@@ -4,6 +4,8 @@ Workers encode each page as soon as it arrives (``PageEncoder``); the writer rec
 in key order and turns them into the output:
 
 - ``jsonl`` / ``csv``: the chunks are the output; they go straight to the sink.
+- ``parquet``: the chunks are JSON Lines; ``scanner.output.parquet`` turns runs of them into row
+  groups.
 - ``items``: the chunks carry only the page's keys (one JSON array per page); the writer groups
   them into RedBrick tasks as the ordered stream passes and encodes tasks into an items list,
   rolling over to numbered files with ``--max-tasks-per-file``.
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO, Protocol
 
 import orjson
+from anyio.streams.memory import MemoryObjectSendStream
 
 from scanner.config import ScanConfig
 from scanner.errors import ScanError
@@ -58,7 +61,7 @@ class RecordsWriter:
     """JSON Lines or CSV: chunks are already the output."""
 
     def __init__(self, config: ScanConfig) -> None:
-        self._sink = open_sink(config.output, config.connection)
+        self._sink = open_sink(config.output, config.connection, config.compression)
         self._preamble = csv_header() if config.output_format == "csv" else b""
         if self._preamble and config.deletions:
             self._preamble = encode_csv_rows([(*FIELDS, "deleted")])
@@ -145,7 +148,7 @@ class ItemsWriter:
             output = self._config.output
             if self._config.max_tasks_per_file is not None and output != "-":
                 output = numbered_output(output, len(self._sinks) + 1)
-            sink = open_sink(output, self._config.connection)
+            sink = open_sink(output, self._config.connection, self._config.compression)
             await sink.open()
             self._sinks.append(sink)
         return self._sinks[index]
@@ -185,6 +188,30 @@ class ItemsWriter:
             await sink.abort()
 
 
+class StreamWriter:
+    """The chunks themselves, handed on through a bounded stream to code that reads them.
+
+    The library API's writer: its reader decodes the chunks (JSON Lines) into records or Arrow
+    batches. A full stream holds the writer, and so the listing (backpressure). The reader learns
+    the end from the stream's close, which the scan's owner does after ``run_scan`` returns.
+    """
+
+    def __init__(self, send: MemoryObjectSendStream[bytes]) -> None:
+        self._send = send
+
+    async def open(self) -> None:
+        pass
+
+    async def write(self, chunk: bytes) -> None:
+        await self._send.send(chunk)
+
+    async def commit(self) -> None:
+        pass
+
+    async def abort(self) -> None:
+        pass
+
+
 def make_writer(config: ScanConfig) -> Writer:
     """The writer of the format asked for (an incremental run wraps it: ``scanner.run.outputs``)."""
     if config.worker:
@@ -192,4 +219,8 @@ def make_writer(config: ScanConfig) -> Writer:
     if config.output_format == "items":
         assert config.grouping is not None
         return ItemsWriter(config, config.grouping)
+    if config.output_format == "parquet":
+        from scanner.output.parquet import ParquetWriter
+
+        return ParquetWriter(config)
     return RecordsWriter(config)

@@ -38,6 +38,9 @@ from scanner.run.summary import PageHandler, ScanSummary, finish_summary
 from scanner.storage.limits import AdaptiveLimiter
 from scanner.storage.s3.client import S3PageSource
 
+# Makes the writer of a scan whose output is not ``config.output`` (the library API's).
+WriterFactory = Callable[[], Writer]
+
 _UNORDERED_BUFFER = 32
 _SORT_BUDGET_SHARE = 3
 _WORKER_BLOCK = 1 << 20
@@ -49,17 +52,20 @@ async def run_scan(
     source: PageSource | None = None,
     ranges: Sequence[KeyRange] | None = None,
     summary: ScanSummary | None = None,
+    writer: WriterFactory | None = None,
 ) -> ScanSummary:
     """Scan ``config.location`` (or only ``ranges`` of it) into ``config.output``.
 
     The output is complete or absent. ``summary``, when given, is filled in as the scan goes
-    (for progress reports).
+    (for progress reports). ``writer``, when given, makes the writer instead of
+    ``config.output``: the library API's, which hands the chunks on to Python code and, like
+    standard output, cannot take back what it handed on.
     """
     started = time.perf_counter()
     summary = summary if summary is not None else ScanSummary()
     profile = check_profile(config, ranges)
     checkpoint = await _open_checkpoint(config) if profile.ranged else None
-    output = _Output(config, summary)
+    output = _Output(config, summary, writer)
     try:
         await output.writer.open()
         try:
@@ -102,10 +108,13 @@ class _Output:
     (``vetted``), so that a switch to the tree walk rarely finds anything written.
     """
 
-    def __init__(self, config: ScanConfig, summary: ScanSummary | None = None) -> None:
+    def __init__(
+        self, config: ScanConfig, summary: ScanSummary | None = None, factory: WriterFactory | None = None
+    ) -> None:
         self._config = config
-        self.writer: Writer = open_writer(config)
-        self.streamed = config.output == "-"
+        self._factory = factory
+        self.writer: Writer = factory() if factory is not None else open_writer(config)
+        self.streamed = config.output == "-" or factory is not None
         self.vetted = anyio.Event()
         self.written = 0
         self._summary = summary
@@ -124,7 +133,7 @@ class _Output:
         """Throw away what was written, and open the output anew."""
         with anyio.CancelScope(shield=True):
             await self.writer.abort()
-        self.writer = open_writer(self._config)
+        self.writer = self._factory() if self._factory is not None else open_writer(self._config)
         self.written = 0
         self.vetted.set()
         await self.writer.open()
@@ -339,7 +348,9 @@ class _OrderedRanges:
         restored = await checkpoint.restore() if checkpoint is not None else None
         whole = ranges[0] if ranges else KeyRange(config.location.prefix, config.start_after)
         first = restored.first if restored is not None else Segment(whole.start_after, whole.end)
-        self._output = output = OrderedOutput(config.memory_budget, temp_dir=config.temp_dir, first=first)
+        self._output = output = OrderedOutput(
+            config.memory_budget, temp_dir=config.temp_dir, spill=config.spill, first=first
+        )
         offload = offloading(
             config, self._deliver, _limiter_of(self._source), self._summary.add_worker, run_scan
         )

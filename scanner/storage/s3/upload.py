@@ -159,6 +159,12 @@ class S3UploadSink:
 
 
 def _content_type(key: str) -> str:
+    if key.endswith(".gz"):
+        return "application/gzip"
+    if key.endswith(".zst"):
+        return "application/zstd"
+    if key.endswith(".parquet"):
+        return "application/vnd.apache.parquet"
     if key.endswith((".jsonl", ".ndjson")):
         return "application/x-ndjson"
     if key.endswith(".json"):
