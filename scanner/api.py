@@ -28,6 +28,7 @@ and from asyncio or anyio code, and no loop of the caller's is ever blocked by t
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import deque
@@ -205,16 +206,10 @@ def scan_config(
     location = parse_s3_uri(uri)
     if addressing_style not in ("auto", "path", "virtual"):
         raise UsageError(f"addressing_style must be auto, path or virtual, not {addressing_style!r}")
-    if ca_bundle is not None:
-        import os
-
-        if not os.path.isfile(ca_bundle):
-            raise UsageError(f"CA bundle {ca_bundle!r} does not exist")
-    if temp_dir is not None:
-        import os
-
-        if not os.path.isdir(temp_dir):
-            raise UsageError(f"temp_dir {temp_dir!r} is not a directory")
+    if ca_bundle is not None and not os.path.isfile(ca_bundle):
+        raise UsageError(f"CA bundle {ca_bundle!r} does not exist")
+    if temp_dir is not None and not os.path.isdir(temp_dir):
+        raise UsageError(f"temp_dir {temp_dir!r} is not a directory")
     connection = ConnectionConfig(
         endpoint_url=endpoint_url,
         region=region,
