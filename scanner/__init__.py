@@ -67,10 +67,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Imported on first use, for start-up time only (see the module docstring).
     if name in _API:
+        # lazy exports: `import scanner` stays cheap (start-up)
         from scanner import api
 
         return getattr(api, name)
     if name in _ERRORS:
+        # lazy exports: `import scanner` stays cheap (start-up)
         from scanner import errors
 
         return getattr(errors, name)

@@ -10,6 +10,7 @@ def run() -> None:
     # nothing. The S3 client keeps the same threshold for the scan, and freezes what start-up
     # made. Set before the imports, so the command imports nothing at module level.
     gc.set_threshold(20_000, 10, 10)
+    # start-up: the entry point imports the CLI only when run
     from scanner.cli.main import main
 
     sys.exit(main())

@@ -173,6 +173,7 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
+# Longer than a screen: one check and one field per keyword option, in the order documented.
 def scan_config(
     uri: str,
     *,
@@ -483,6 +484,7 @@ class ArrowScan(Iterator["pyarrow.RecordBatch"]):
     """The records of one scan as Arrow record batches of up to ``batch_size`` rows."""
 
     def __init__(self, config: ScanConfig, batch_size: int) -> None:
+        # imported on first use (start-up of `import scanner`)
         from scanner.output.arrow import record_schema
 
         self.schema = record_schema()
@@ -493,6 +495,7 @@ class ArrowScan(Iterator["pyarrow.RecordBatch"]):
     def _generate(
         thread: _ScanThread, schema: pyarrow.Schema, batch_size: int
     ) -> Generator[pyarrow.RecordBatch, None, None]:
+        # imported on first use (start-up of `import scanner`)
         from scanner.output.arrow import jsonl_table
 
         pending: list[bytes] = []
@@ -557,6 +560,7 @@ def scan_arrow(uri: str, *, batch_size: int = 65_536, **options: Unpack[ScanOpti
     Columns: ``key`` (string), ``size`` (int64), ``last_modified`` (timestamp[ms, tz=UTC]),
     ``etag``, ``storage_class`` (strings).
     """
+    # imported on first use (start-up of `import scanner`)
     from scanner.output.arrow import require_pyarrow
 
     require_pyarrow("scan_arrow")

@@ -364,6 +364,7 @@ def _parse_record_time(text: str) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+# Longer than a screen on purpose: one closure over every criterion (see the docstring).
 def _build_reason(spec: FilterSpec) -> Callable[[ObjectRecord], str | None]:
     """The per-record test as one closure.
 

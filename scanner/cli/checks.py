@@ -162,6 +162,7 @@ def write_failure_summary(path: str | None, uri: str, error: ScanError) -> None:
     """
     if not path:
         return
+    # only the failure path needs it (start-up)
     from scanner.report.events import summary_document, write_summary
 
     try:
@@ -241,9 +242,11 @@ def check_deletions(args: argparse.Namespace, output_format: str) -> None:
 
 def output_compression(output: str, asked: str | None, output_format: str) -> Compression:
     """The output's compression, checked with its format; Parquet needs pyarrow."""
+    # only the failure path needs it (start-up)
     from scanner.output.compression import choose_compression
 
     if output_format == "parquet":
+        # only the failure path needs it (start-up)
         from scanner.output.arrow import require_pyarrow
 
         require_pyarrow("--format parquet")

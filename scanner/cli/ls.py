@@ -41,6 +41,7 @@ def add_ls_command(
 
 
 def run_ls(args: argparse.Namespace, connection: ConnectionConfig) -> int:
+    # `scanner ls` imports what only it uses: the other commands load none of it
     import anyio
 
     from scanner.errors import UsageError
@@ -52,6 +53,7 @@ def run_ls(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     out = sys.stdout.buffer
 
     async def list_level() -> None:
+        # `scanner ls` imports what only it uses: the other commands load none of it
         from scanner.storage.s3.client import S3PageSource
 
         async with S3PageSource(location, connection) as source:
@@ -89,6 +91,7 @@ def _jsonl(entry: str | ObjectRecord) -> bytes:
 
 
 def _text(base: str) -> Callable[[str | ObjectRecord], bytes]:
+    # `scanner ls` imports what only it uses: the other commands load none of it
     from scanner.storage.s3.client import show_key
 
     def line(entry: str | ObjectRecord) -> bytes:
@@ -102,6 +105,7 @@ def _text(base: str) -> Callable[[str | ObjectRecord], bytes]:
 
 def _quiet_stdout(out: BinaryIO) -> None:
     """The reader went away: drop what is buffered, so exiting prints no second error."""
+    # `scanner ls` imports what only it uses: the other commands load none of it
     import os
 
     try:

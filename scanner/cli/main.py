@@ -150,6 +150,8 @@ def connection_from_args(args: argparse.Namespace) -> ConnectionConfig:
     )
 
 
+# Longer than a screen: one add_argument per option of `scan`, in --help order; split up,
+# the options a user reads in --help would be scattered over several functions.
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scanner",
@@ -384,6 +386,7 @@ def processes_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_checkpoint(args: argparse.Namespace, output: str) -> None:
+    # only this option needs it (start-up)
     from scanner.checkpoint.store import check_location
 
     if args.unordered:

@@ -32,6 +32,7 @@ PARTS_HELP = (
 )
 
 
+# Longer than a screen: the options of plan, merge and diff, one add_argument each.
 def add_shard_commands(
     commands: Any,
     add_connection_arguments: Callable[[argparse.ArgumentParser], None],
@@ -120,6 +121,7 @@ def shard_ranges_from_args(
     args: argparse.Namespace, location: S3Location, connection: ConnectionConfig
 ) -> tuple[KeyRange, ...] | None:
     """The ranges ``scan --shard`` lists: shard INDEX's parts of the plan every shard shares."""
+    # each subcommand imports what only it uses: `scanner scan` and --version load none of it
     import anyio
 
     shard = shard_from_args(args)
@@ -171,6 +173,7 @@ def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[.
 
 
 def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
+    # each subcommand imports what only it uses: `scanner scan` and --version load none of it
     import anyio
 
     from scanner.listing.plan import make_plan
@@ -203,6 +206,7 @@ def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 
 
 def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
+    # each subcommand imports what only it uses: `scanner scan` and --version load none of it
     import anyio
 
     from scanner.incremental.state import StateReader, diff_states, encode_diff
@@ -228,6 +232,7 @@ def _diff(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 
 
 def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
+    # each subcommand imports what only it uses: `scanner scan` and --version load none of it
     import anyio
 
     from scanner.cli.checks import check_output, output_compression
@@ -285,6 +290,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 def _write_manifest(
     args: argparse.Namespace, connection: ConnectionConfig, plan: ShardPlanFile, output: str
 ) -> None:
+    # each subcommand imports what only it uses: `scanner scan` and --version load none of it
     import anyio
 
     from scanner.output.merge import describe_shards, parts_manifest

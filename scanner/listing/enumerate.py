@@ -406,6 +406,8 @@ class Enumerator:
         self.stats.ranges += 1
         group.start_soon(self._list_range, group, key_range, slot, probe, split_off)
 
+    # Longer than a screen: one page loop whose token, end and split state live in locals on
+    # the hot path (a page per iteration), rather than in an object passed around.
     async def _list_range(
         self,
         group: TaskGroup,

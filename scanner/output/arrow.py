@@ -23,6 +23,7 @@ INSTALL_HINT = "pip install 'bucket-scanner[arrow]'"
 def require_pyarrow(what: str) -> Any:
     """The ``pyarrow`` module, or a ``UsageError`` saying how to install it."""
     try:
+        # optional dependency (the [arrow] extra): imported only by what writes Arrow or Parquet
         import pyarrow
         import pyarrow.json
     except ImportError:

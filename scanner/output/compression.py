@@ -89,6 +89,7 @@ def _compressor(compression: Compression) -> _Compressor:
     if compression == "gzip":
         # wbits 31: a gzip header and trailer (no name, no time: the same bytes every run).
         return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    # imported only when zstd is asked for (start-up)
     import zstandard
 
     compressor: _Compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
@@ -163,6 +164,7 @@ class _Frames:
     def _new(self) -> _Frame:
         if self._codec == "gzip":
             return zlib.decompressobj(31)
+        # imported only when zstd is asked for (start-up)
         import zstandard
 
         frame: _Frame = zstandard.ZstdDecompressor().decompressobj()

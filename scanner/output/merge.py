@@ -94,6 +94,7 @@ async def _records(
                 raise ScanError(f"{path}:{number}: not a bucket-scanner JSON Lines record ({exc})") from None
 
 
+# Longer than a screen: the heap loop and the checks made on every record share its state.
 async def merge_shards(
     paths: Sequence[str],
     connection: ConnectionConfig,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from scanner.config import ScanConfig
+from scanner.errors import ScanError
 from scanner.output.arrow import jsonl_table, record_schema, require_pyarrow
 from scanner.output.sinks import Sink, open_sink
 
@@ -75,6 +76,7 @@ class ParquetWriter:
         self.rows = 0
 
     async def open(self) -> None:
+        # optional dependency (the [arrow] extra): imported only by what writes Arrow or Parquet
         import pyarrow.parquet as pq
 
         await self._sink.open()
@@ -118,8 +120,6 @@ class ParquetWriter:
         return self._buffer.take()
 
     async def commit(self) -> None:
-        from scanner.errors import ScanError
-
         if self._partial:
             raise ScanError("the record stream ended inside a line")
         try:

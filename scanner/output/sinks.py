@@ -239,6 +239,7 @@ def open_sink(
         sink = AtomicFileSink(output, role)
     if compression == "none":
         return sink
+    # only a compressed output needs it (start-up)
     from scanner.output.compression import CompressedSink
 
     return CompressedSink(sink, compression)

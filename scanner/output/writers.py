@@ -220,6 +220,7 @@ def make_writer(config: ScanConfig) -> Writer:
         assert config.grouping is not None
         return ItemsWriter(config, config.grouping)
     if config.output_format == "parquet":
+        # Parquet needs pyarrow, an optional dependency: imported only for -f parquet
         from scanner.output.parquet import ParquetWriter
 
         return ParquetWriter(config)

@@ -48,6 +48,7 @@ class ObjectCall:
 
 @contextmanager
 def object_errors(call: ObjectCall) -> Iterator[None]:
+    # imported on first use, not with the module: start-up
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
     try:

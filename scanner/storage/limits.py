@@ -113,6 +113,7 @@ RESERVED_DESCRIPTORS: Final = 64
 def descriptor_limit() -> int | None:
     """The soft limit on open files (RLIMIT_NOFILE), or None where there is none to read."""
     try:
+        # needed on one path only (start-up)
         import resource
     except ImportError:  # not on this system
         return None
@@ -126,6 +127,7 @@ def fit_to_descriptors(concurrency: int) -> tuple[int, int | None]:
     The soft limit is raised first, up to the hard one, as far as ``concurrency`` needs.
     """
     try:
+        # needed on one path only (start-up)
         import resource
     except ImportError:
         return concurrency, None

@@ -169,6 +169,7 @@ class S3PageSource:
         return not endpoint.lower().startswith("http://") or self.config.ca_bundle is not None
 
     def _ca_bundle(self) -> str:
+        # imported on first use, not with the module: start-up
         from botocore.httpsession import get_cert_path
 
         return self.config.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or str(get_cert_path(True))
@@ -240,6 +241,7 @@ class S3PageSource:
         return request.url, headers
 
     async def _prepare(self, params: Mapping[str, Any]) -> Any:
+        # imported on first use, not with the module: start-up
         from botocore.exceptions import BotoCoreError, NoCredentialsError, ParamValidationError
 
         try:
@@ -428,6 +430,7 @@ class S3PageSource:
         raise error_for_code(code, error.message, self.location.bucket, self.location.prefix)
 
     def _endpoint_name(self, url: str) -> str:
+        # needed on one path only (start-up)
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)

@@ -81,6 +81,7 @@ class S3ObjectStore:
                     await self._delete_batch(client, keys[start : start + _DELETE_BATCH])
 
     async def _delete_batch(self, client: Any, keys: Sequence[str]) -> None:
+        # imported on first use, not with the module: start-up
         from botocore.exceptions import ClientError
 
         if len(keys) > 1:

@@ -188,6 +188,7 @@ async def put_new_object(
     conditional put of it was in progress (S3's 409 ``ConditionalRequestConflict``): either way
     the object at the key is someone else's, and the caller reads it.
     """
+    # imported on first use, not with the module: start-up
     from botocore.exceptions import ClientError
 
     sink = S3UploadSink(location, connection, role=role, what=what)
