@@ -235,7 +235,7 @@ def test_bash_completion_knows_commands_options_and_choices() -> None:
     assert "ls" in complete(script, "")
     assert {"scan", "plan", "merge", "completion"} <= set(complete(script, ""))
     assert complete(script, "scan", "--conc") == ["--concurrency"]
-    assert complete(script, "scan", "--format", "") == ["jsonl", "csv", "items"]
+    assert complete(script, "scan", "--format", "") == ["jsonl", "csv", "items", "parquet"]
     assert complete(script, "scan", "--group", "s") == ["series", "study"]
     assert "--limit" in complete(script, "scan", "--l")
     assert complete(script, "ls", "-f", "") == ["text", "jsonl"]
