@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +41,17 @@ _bucket_numbers = itertools.count(1)
 ALL_SERVERS = ("moto", "rgw", "seaweedfs", "rclone", "juicefs", "s3rver")
 # Kept through _clean_environment: CI sets them to make missing servers fail instead of skip.
 _REQUIRE_VARIABLES = ("SCANNER_REQUIRE_RGW", "SCANNER_REQUIRE_SERVERS")
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A test run stopped with SIGTERM (a CI timeout, `timeout make test`) tears its session
+    # fixtures down as after Ctrl-C, so the servers they started are stopped, not orphaned.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
 
 @pytest.fixture(autouse=True)
