@@ -37,7 +37,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, Self, TypedDict, TypeVar, Unpack
 
 import anyio
 import orjson
@@ -384,40 +384,28 @@ def records_from_jsonl(chunk: bytes) -> list[ObjectRecord]:
 
 # --- what callers get ------------------------------------------------------------------------
 
+_Item = TypeVar("_Item")
 
-class Scan(Iterator[ObjectRecord]):
-    """The records of one scan, in key order (unless ``unordered``), as they are listed.
 
-    Iterate it once. It is also a context manager; ``close()`` (or leaving the ``with`` block,
-    or dropping the iterator) cancels a scan that is still running.
-    """
+class _ThreadedScan(Generic[_Item]):
+    """An iterator over what a scan on its own thread yields; a context manager that cancels it."""
 
-    def __init__(self, config: ScanConfig) -> None:
-        self._thread = _ScanThread(config)
-        self._records = self._generate(self._thread)
+    def __init__(self, thread: _ScanThread, items: Generator[_Item, None, None]) -> None:
+        self._thread = thread
+        self._items = items
 
-    @staticmethod
-    def _generate(thread: _ScanThread) -> Generator[ObjectRecord, None, None]:
-        # Static: a generator holding the iterator would keep it alive past a ``break``.
-        try:
-            thread.start()
-            while (page := thread.next_page()) is not None:
-                yield from records_from_jsonl(page)
-        finally:
-            thread.stop()
-
-    def __iter__(self) -> Scan:
+    def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> ObjectRecord:
-        return next(self._records)
+    def __next__(self) -> _Item:
+        return next(self._items)
 
     def close(self) -> None:
         """Stop the scan (if it is still running) and wait until it has let go of everything."""
-        self._records.close()
+        self._items.close()
         self._thread.stop()
 
-    def __enter__(self) -> Scan:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -428,6 +416,28 @@ class Scan(Iterator[ObjectRecord]):
     @property
     def stats(self) -> ScanStats:
         return self._thread.stats()
+
+
+class Scan(_ThreadedScan[ObjectRecord]):
+    """The records of one scan, in key order (unless ``unordered``), as they are listed.
+
+    Iterate it once. It is also a context manager; ``close()`` (or leaving the ``with`` block,
+    or dropping the iterator) cancels a scan that is still running.
+    """
+
+    def __init__(self, config: ScanConfig) -> None:
+        thread = _ScanThread(config)
+        super().__init__(thread, self._generate(thread))
+
+    @staticmethod
+    def _generate(thread: _ScanThread) -> Generator[ObjectRecord, None, None]:
+        # Static: a generator holding the iterator would keep it alive past a ``break``.
+        try:
+            thread.start()
+            while (page := thread.next_page()) is not None:
+                yield from records_from_jsonl(page)
+        finally:
+            thread.stop()
 
 
 class AsyncScan(AsyncIterator[ObjectRecord]):
@@ -480,7 +490,7 @@ class AsyncScan(AsyncIterator[ObjectRecord]):
         return self._thread.stats()
 
 
-class ArrowScan(Iterator["pyarrow.RecordBatch"]):
+class ArrowScan(_ThreadedScan["pyarrow.RecordBatch"]):
     """The records of one scan as Arrow record batches of up to ``batch_size`` rows."""
 
     def __init__(self, config: ScanConfig, batch_size: int) -> None:
@@ -488,8 +498,8 @@ class ArrowScan(Iterator["pyarrow.RecordBatch"]):
         from scanner.output.arrow import record_schema
 
         self.schema = record_schema()
-        self._thread = _ScanThread(config)
-        self._batches = self._generate(self._thread, self.schema, batch_size)
+        thread = _ScanThread(config)
+        super().__init__(thread, self._generate(thread, self.schema, batch_size))
 
     @staticmethod
     def _generate(
@@ -514,28 +524,6 @@ class ArrowScan(Iterator["pyarrow.RecordBatch"]):
                 yield from table.to_batches(max_chunksize=batch_size)
         finally:
             thread.stop()
-
-    def __iter__(self) -> ArrowScan:
-        return self
-
-    def __next__(self) -> pyarrow.RecordBatch:
-        return next(self._batches)
-
-    def close(self) -> None:
-        self._batches.close()
-        self._thread.stop()
-
-    def __enter__(self) -> ArrowScan:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def stats(self) -> ScanStats:
-        return self._thread.stats()
 
 
 def scan(uri: str, **options: Unpack[ScanOptions]) -> Scan:
