@@ -315,6 +315,33 @@ def any_s3(request: pytest.FixtureRequest) -> S3Target:
     return target
 
 
+def scan_on_a_terminal(args: Sequence[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """``python -m scanner ARGS`` with its stderr on a terminal (a pty): its exit code, and every
+    byte it wrote there (progress redraws included)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scanner", *args],
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        stderr=follower,
+        stdout=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the pty closes with its last writer
+            break
+        if not chunk:
+            break
+        seen += chunk
+    process.wait(timeout=120)
+    os.close(leader)
+    return process.returncode, seen
+
+
 def run_scanner(
     args: Sequence[str], env: dict[str, str], timeout: float = 300, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import resource
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT, S3Target, run_scanner
+from tests.conftest import REPO_ROOT, S3Target, run_scanner, scan_on_a_terminal
 from tests.faultproxy import FaultProxy
 from tests.http_stub import stub_server
 from tests.keysets import nested_keys
@@ -449,36 +448,10 @@ def test_summary_after_a_failure_counts_the_requests(tmp_path: Path) -> None:
 def test_progress_line_clears_what_a_longer_one_left(moto_target: S3Target, tmp_path: Path) -> None:
     """Each redraw was a bare "\\r": a shorter line left the end of the longer one on screen."""
     bucket = moto_target.shared_bucket("nested-20000", nested_keys())
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            f"s3://{bucket}",
-            "-o",
-            str(tmp_path / "o"),
-            "--processes",
-            "1",
-        ],
-        env={**moto_target.env(), "PYTHONPATH": str(REPO_ROOT)},
-        stderr=follower,
-        stdout=subprocess.DEVNULL,
+    returncode, seen = scan_on_a_terminal(
+        ["scan", f"s3://{bucket}", "-o", str(tmp_path / "o"), "--processes", "1"], moto_target.env()
     )
-    os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    process.wait(timeout=120)
-    os.close(leader)
-    assert process.returncode == 0
+    assert returncode == 0
     redraws = [part for part in seen.decode(errors="replace").split("\r") if " active " in part]
     assert redraws, seen
     assert all(part.endswith("\x1b[K") for part in redraws), redraws

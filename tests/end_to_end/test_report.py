@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.conftest import REPO_ROOT, S3Target, run_scanner
+from tests.conftest import S3Target, run_scanner, scan_on_a_terminal
 from tests.keysets import nested_keys
 
 
@@ -118,36 +114,10 @@ def test_unreachable_pushgateway_is_one_warning(moto_target: S3Target, tmp_path:
 
 def test_progress_line_on_a_terminal(moto_target: S3Target, tmp_path: Path) -> None:
     bucket = moto_target.shared_bucket("nested", nested_keys())
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            f"s3://{bucket}",
-            "-o",
-            str(tmp_path / "o.jsonl"),
-            "--processes",
-            "1",
-        ],
-        env={**moto_target.env(), "PYTHONPATH": str(REPO_ROOT)},
-        stderr=follower,
-        stdout=subprocess.DEVNULL,
+    returncode, seen = scan_on_a_terminal(
+        ["scan", f"s3://{bucket}", "-o", str(tmp_path / "o.jsonl"), "--processes", "1"], moto_target.env()
     )
-    os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    process.wait(timeout=120)
-    os.close(leader)
-    assert process.returncode == 0
+    assert returncode == 0
     text = seen.decode(errors="replace")
     assert "\r" in text
     for fragment in ("keys/s", "ranges", "active", "retries"):
