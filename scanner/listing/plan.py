@@ -31,16 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import anyio
 import orjson
 
 from scanner.config import ConnectionConfig, S3Location, parse_s3_object_uri, parse_s3_uri
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.listing.planning import BLOCK_END, Sampler, cut_points
-from scanner.storage.base import PageSource
-from scanner.storage.s3.client import S3PageSource
-from scanner.storage.s3.store import S3ObjectStore
+from scanner.storage.base import ObjectStore, PageSource
 
 PLAN_FORMAT: Final = "bucket-scanner-plan"
 # Version 1 had one part a shard and called the parts "shards"; it is still read.
@@ -251,6 +248,9 @@ async def make_plan(
 ) -> ShardPlanFile:
     """Sample ``location`` and cut it into ``count`` shards of about the same number of keys
     (each of ``parts_per_shard`` parts, round-robin)."""
+    # Start-up: the CLI reads plan files for every command; only planning lists the bucket.
+    from scanner.storage.s3.client import S3PageSource
+
     async with S3PageSource(location, connection) as source:
         return await plan_from_source(
             source,
@@ -265,7 +265,10 @@ async def make_plan(
 # --- plan files --------------------------------------------------------------------------------
 
 
-def _plan_store(path: str, connection: ConnectionConfig) -> tuple[S3ObjectStore, str]:
+def _plan_store(path: str, connection: ConnectionConfig) -> tuple[ObjectStore, str]:
+    # Start-up: every command reads this module through the CLI; only S3 plans need the store.
+    from scanner.storage.s3.store import S3ObjectStore
+
     where = parse_s3_object_uri(path)
     return S3ObjectStore(where.bucket, connection, role="plan", what="the shard plan"), where.prefix
 
@@ -311,6 +314,8 @@ async def shared_plan(
     before this call makes one: shards other than the first give it the time to, so that N
     pods do not all sample the bucket. Making one after that is still safe (one put wins).
     """
+    import anyio  # start-up: the CLI imports this module for every command
+
     stored = await read_plan(path, location, connection)
     deadline = anyio.current_time() + wait
     pause = _PLAN_POLL_FIRST

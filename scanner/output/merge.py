@@ -22,7 +22,6 @@ from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.output.compression import decompressed
 from scanner.records import ObjectRecord
-from scanner.storage.s3.store import S3ObjectStore
 
 # Shard outputs are read in blocks of this size, one block per input at a time.
 _MERGE_BLOCK: Final = 256 * 1024
@@ -54,6 +53,9 @@ async def _blocks(path: str, connection: ConnectionConfig) -> AsyncIterator[Asyn
         async with aclosing(_file_blocks(path)) as blocks:
             yield blocks
         return
+    # Start-up: the CLI imports this module for every command; only S3 inputs need the store.
+    from scanner.storage.s3.store import S3ObjectStore
+
     where = parse_s3_object_uri(path)
     objects = S3ObjectStore(where.bucket, connection, role="input", what="the shard output")
     async with objects.read(where.prefix, _MERGE_BLOCK) as blocks:
