@@ -308,3 +308,11 @@ def test_import_scanner_stays_light() -> None:
     )
     assert result.stdout.strip() == "[]"
     assert callable(scanner.scan)
+
+
+def test_the_lazy_exports_are_the_apis() -> None:
+    """``scanner/__init__.py`` names the API without importing it (start-up): the two lists agree."""
+    import scanner
+    from scanner import api
+
+    assert frozenset(api.__all__) == scanner._API
