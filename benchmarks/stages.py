@@ -11,7 +11,8 @@ scanner's own code over every page, several rounds, and reports the median CPU t
 - ``parse``: ``parse_list_page`` of the decoded body
 - ``count``: what ``PageHandler.select`` does with no filter (count, total size)
 - ``filter``: ``RecordFilter.select`` with an ``--include`` glob every key passes
-- ``encode``: ``encode_jsonl`` of the parsed page (and ``encode_csv``, ``encode_keys``)
+- ``encode``: ``encode_jsonl`` of the parsed page (and ``encode_csv``; ``pack``, what a page of records
+  costs when it is spilled or crosses to a worker's file)
 - ``order``: ``OrderedOutput.add`` of each chunk and ``drain`` to a writer that drops it
 - ``write``: ``AtomicFileSink.write`` of each chunk to a file
 
@@ -34,9 +35,9 @@ from pathlib import Path
 from benchmarks.layouts import LAYOUTS
 from benchmarks.synthetic_s3 import Bucket
 from scanner.filters import FilterSpec, RecordFilter
+from scanner.output.chunks import RecordChunk, pack
 from scanner.output.ordering import OrderedOutput
 from scanner.output.sinks import AtomicFileSink
-from scanner.output.writers import encode_keys
 from scanner.records import ObjectRecord, encode_csv, encode_jsonl, total_size
 from scanner.storage.s3.parse import parse_list_page
 from scanner.storage.s3.signing import RequestTemplate, sign
@@ -165,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: [encode_jsonl(p) for p in as_records], keys, rounds
     )
     results["encode csv"] = _median_us_per_key(lambda: [encode_csv(p) for p in pages], keys, rounds)
-    results["encode items keys"] = _median_us_per_key(lambda: [encode_keys(p) for p in pages], keys, rounds)
+    results["pack records (spill)"] = _median_us_per_key(
+        lambda: [pack(RecordChunk(p)) for p in pages], keys, rounds
+    )
 
     async def order() -> None:
         output = OrderedOutput(256 << 20)

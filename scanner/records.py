@@ -1,7 +1,8 @@
 """Object records and their encodings (JSON Lines, CSV).
 
 A record is a plain named tuple so that the parser can build one per key cheaply; the encoders
-turn a whole page of records into one ``bytes`` chunk, which is the unit every later stage moves.
+turn a whole page of records into one ``bytes`` chunk, the unit later stages move for JSON Lines
+and CSV (``scanner.output.chunks``).
 The parser hands a page over as ``RecordColumns``, a column per field: most pages are only
 counted and written as JSON Lines, which needs no record objects at all.
 """
@@ -48,6 +49,11 @@ def records_from_columns(
     return list(
         map(_record_from_fields, zip(keys, sizes, last_modified, etags, storage_classes, strict=True))
     )
+
+
+def records_from_rows(rows: Iterable[Sequence[object]]) -> list[ObjectRecord]:
+    """Records from rows of their fields in ``FIELDS`` order (decoded JSON arrays, say)."""
+    return list(map(_record_from_fields, rows))  # type: ignore[arg-type]
 
 
 class RecordColumns(Sequence[ObjectRecord]):
@@ -148,8 +154,9 @@ class RecordColumns(Sequence[ObjectRecord]):
 def _integers(digits: Sequence[str]) -> list[int]:
     """``int`` of each text of decimal digits.
 
-    One orjson parse of the page's sizes written as a JSON array, checks included, takes 65 µs
-    for 1000 of them, an ``int`` call for each 150. Texts that are not plain JSON integers
+    One orjson parse of the page's sizes written as a JSON array, checks included, takes less
+    than half the time of an ``int`` call each (benchmarks/results/design-figures-2026-12-03.md).
+    Texts that are not plain JSON integers
     (leading zeros, say) take the slow way, and so do numbers past 64 bits (orjson reads those
     as floats).
     """

@@ -4,8 +4,9 @@ The ordered output is a chain of segments (``scanner.output.ordering``), each st
 ``(after, end]`` and holding the encoded records listed into it so far, in key order. That chain
 is the whole state of a scan, so it is what a checkpoint saves:
 
-- every chunk put into a segment is also appended to the current *piece*, a journal file, and
-  the segment remembers where it went (piece, offset, length);
+- every chunk put into a segment is also appended to the current *piece*, a journal file (a
+  page of records packed as bytes, ``scanner.output.chunks``), and the segment remembers where
+  it went (piece, offset, length);
 - every ``interval`` seconds, and once more when the scan is stopped or fails, the current piece
   is closed and made durable and a new one begun, then the *manifest* is replaced: for every
   segment in key order its range, the last key listed into it, whether it is complete, and its
@@ -42,10 +43,12 @@ from scanner.checkpoint.store import PIECE_PREFIX, CheckpointStore, Piece
 from scanner.config import ScanConfig
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
+from scanner.output.chunks import Chunk, pack
 from scanner.output.ordering import Extent, OrderedOutput, Segment
 
 FORMAT: Final = "bucket-scanner-checkpoint"
-VERSION: Final = 1
+# 2: pages of records (items lists, --state) are journaled as whole records, not keys only.
+VERSION: Final = 2
 # A stopped scan saves once more; a pod's grace period after SIGTERM is 30 s by default.
 FINAL_SAVE_SECONDS: Final = 20.0
 
@@ -296,19 +299,20 @@ class Checkpoint:
         output.journal = self._journal
         output.on_release = self._release
 
-    def _journal(self, segment: Segment, chunk: bytes) -> None:
+    def _journal(self, segment: Segment, chunk: Chunk) -> None:
+        data = pack(chunk)
         piece = self._piece
         if piece is None:
             self._generation += 1
             piece = self._piece = self.store.new_piece(f"{PIECE_PREFIX}{self._run}-{self._generation:06d}")
-        offset = piece.append(chunk)
+        offset = piece.append(data)
         extents = segment.extents
         if extents:
             name, start, length = extents[-1]
             if name == piece.name and start + length == offset:
-                extents[-1] = (name, start, length + len(chunk))
+                extents[-1] = (name, start, length + len(data))
                 return
-        extents.append((piece.name, offset, len(chunk)))
+        extents.append((piece.name, offset, len(data)))
 
     def _release(self, segment: Segment) -> None:
         saved = _saved(segment)

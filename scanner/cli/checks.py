@@ -181,8 +181,12 @@ def unexpected_failure(found: BaseException) -> ScanError:
 
 def what_was_written(output: str, summary: ScanSummary) -> str:
     """For a stopped scan: nothing at a file or S3 output, but standard output cannot be taken back."""
-    if output != "-" or not summary.streamed_bytes:
+    if output != "-" or not (summary.streamed_bytes or summary.streamed_records):
         return "no output was written"
+    if not summary.streamed_bytes:
+        objects = summary.streamed_records
+        listed = f"{objects:,} {plural(objects, 'object')}"
+        return f"part of the output, from {listed}, may have gone to standard output"
     lines = summary.streamed_lines
     return (
         f"{lines:,} {plural(lines, 'line')} ({summary.streamed_bytes:,} bytes) had already gone to "

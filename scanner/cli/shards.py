@@ -237,6 +237,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 
     from scanner.cli.checks import check_output, output_compression
     from scanner.grouping import GroupingSpec
+    from scanner.output.spec import OutputSpec
     from scanner.output.writers import page_encoder
     from scanner.run.outputs import open_writer
 
@@ -268,7 +269,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
         compression=output_compression(output, args.compress, output_format),
         grouping=grouping,
     )
-    encode = page_encoder(config)
+    encode = page_encoder(OutputSpec.of(config))
     ranges = plan.ranges if plan is not None else None
     owners = plan.owners if plan is not None else None
 

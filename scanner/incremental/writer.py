@@ -1,7 +1,7 @@
 """Incremental scans: remember what a run saw, and emit only what changed since the last one.
 
-With ``--state`` the workers hand the writer whole records (before any filter) and the writer
-does, for each page in key order:
+With ``--state`` the workers hand the writer each page's records (before any filter, as a
+``RecordChunk``) and the writer does, for each page in key order:
 
 1. append it to the new snapshot (``StateWriter``), so the state describes the bucket, not a
    filtered view: changing a filter never fakes changes;
@@ -20,39 +20,59 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from scanner.config import ScanConfig
+from scanner.config import ConnectionConfig, OutputFormat, ScanConfig
 from scanner.errors import UsageError
 from scanner.filters import FilterSpec, RecordFilter
 from scanner.incremental.state import ChangeDetector, StateEntry, StateReader, StateWriter
+from scanner.output.chunks import Chunk, output_records
 from scanner.output.items import Task
 from scanner.output.writers import ItemsWriter, PageEncoder, Writer
 from scanner.records import ObjectRecord, encode_csv_rows
 
 
-def encode_full_records(records: Sequence[ObjectRecord]) -> bytes:
-    """A page as one JSON array of record arrays: everything the state and the output need."""
-    return orjson.dumps([tuple(record) for record in records]) + b"\n"
+@dataclass(frozen=True, slots=True)
+class IncrementalSpec:
+    """What an incremental run's writer takes from the scan's options."""
+
+    state: str
+    uri: str
+    connection: ConnectionConfig
+    output_format: OutputFormat
+    filters: FilterSpec | None = None
+    changes_only: bool = False
+    deletions: bool = False
+
+    @classmethod
+    def of(cls, config: ScanConfig) -> IncrementalSpec:
+        assert config.state is not None
+        return cls(
+            state=config.state,
+            uri=str(config.location),
+            connection=config.connection,
+            output_format=config.output_format,
+            filters=config.filters,
+            changes_only=config.changes_only,
+            deletions=config.deletions,
+        )
 
 
 class IncrementalWriter:
-    def __init__(self, config: ScanConfig, inner: Writer, encode: PageEncoder) -> None:
-        assert config.state is not None
-        self._config = config
+    def __init__(self, spec: IncrementalSpec, inner: Writer, encode: PageEncoder) -> None:
+        self._spec = spec
         self.inner = inner
         self._encode = encode
-        spec = config.filters
-        self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
+        filters = spec.filters
+        self.filter = RecordFilter(filters) if filters is not None and not filters.is_noop else None
         # Deleted objects pass the same filter (on what they were), counted apart.
-        self._deletion_filter = RecordFilter(spec or FilterSpec())
-        self._state = StateWriter(config.state, str(config.location), config.connection)
+        self._deletion_filter = RecordFilter(filters or FilterSpec())
+        self._state = StateWriter(spec.state, spec.uri, spec.connection)
         self._reader: StateReader | None = None
         self._detector: ChangeDetector | None = None
-        self._partial = b""
         # Keys still waiting in open groups, and which of them existed in the old snapshot.
         self._fresh: set[str] = set()
         self._existed: set[str] = set()
@@ -71,38 +91,35 @@ class IncrementalWriter:
         }
 
     async def open(self) -> None:
-        if self._config.changes_only:
-            self._reader = StateReader(self._config.state or "", self._config.connection)
+        if self._spec.changes_only:
+            self._reader = StateReader(self._spec.state, self._spec.connection)
             await self._reader.open()
-            if self._reader.exists and self._reader.uri not in (None, str(self._config.location)):
-                raise_usage(f"the state file is for {self._reader.uri}, not {self._config.location}")
+            if self._reader.exists and self._reader.uri not in (None, self._spec.uri):
+                raise_usage(f"the state file is for {self._reader.uri}, not {self._spec.uri}")
             self._detector = ChangeDetector(self._reader)
             if isinstance(self.inner, ItemsWriter):
                 self.inner.keep_task = self._keep_task
         await self._state.open()
         await self.inner.open()
 
-    async def write(self, chunk: bytes) -> None:
-        data = self._partial + chunk
-        complete, _, self._partial = data.rpartition(b"\n")
-        for line in complete.split(b"\n") if complete else ():
-            records = [ObjectRecord(*fields) for fields in orjson.loads(line)]
-            await self._state.add_page(records)
-            if self._detector is not None:
-                changes = await self._detector.classify(records)
-                self.removed += len(changes.removed)
-                if isinstance(self.inner, ItemsWriter):
-                    # Tasks need all their items; the fresh ones decide whether a task is kept.
-                    self._fresh.update(r.key for r in changes.fresh)
-                    self._existed.update(changes.changed)
-                else:
-                    records = changes.fresh
-            if self.filter is not None:
-                records = self.filter.select(records)
-            if self._config.deletions and self._detector is not None:
-                await self._write_with_deletions(records, changes.gone)
-            elif records:
-                await self.inner.write(self._encode(records))
+    async def write(self, chunk: Chunk) -> None:
+        records = output_records(chunk)
+        await self._state.add_page(records)
+        if self._detector is not None:
+            changes = await self._detector.classify(records)
+            self.removed += len(changes.removed)
+            if isinstance(self.inner, ItemsWriter):
+                # Tasks need all their items; the fresh ones decide whether a task is kept.
+                self._fresh.update(r.key for r in changes.fresh)
+                self._existed.update(changes.changed)
+            else:
+                records = changes.fresh
+        if self.filter is not None:
+            records = self.filter.select(records)
+        if self._spec.deletions and self._detector is not None:
+            await self._write_with_deletions(records, changes.gone)
+        elif records:
+            await self.inner.write(self._encode(records))
 
     async def _write_with_deletions(
         self, records: Sequence[ObjectRecord], gone: Sequence[StateEntry]
@@ -118,11 +135,11 @@ class IncrementalWriter:
         merged = heapq.merge(fresh, deleted, key=lambda tagged: tagged[1].key)
         for is_deleted, run in itertools.groupby(merged, key=lambda tagged: tagged[0]):
             page = [record for _, record in run]
-            chunk = encode_deleted(page, self._config) if is_deleted else self._encode_fresh(page)
+            chunk = encode_deleted(page, self._spec.output_format) if is_deleted else self._encode_fresh(page)
             await self.inner.write(chunk)
 
-    def _encode_fresh(self, records: Sequence[ObjectRecord]) -> bytes:
-        if self._config.output_format == "csv":
+    def _encode_fresh(self, records: Sequence[ObjectRecord]) -> Chunk:
+        if self._spec.output_format == "csv":
             return encode_csv_rows([(*record, "") for record in records])
         return self._encode(records)
 
@@ -141,7 +158,7 @@ class IncrementalWriter:
         if self._detector is not None:
             rest = await self._detector.finish_entries()
             self.removed += len(rest)
-            if self._config.deletions and rest:
+            if self._spec.deletions and rest:
                 await self._write_with_deletions((), rest)
         await self.inner.commit()
         # Only now: a run whose output failed must not advance the state.
@@ -164,10 +181,10 @@ def _as_record(entry: StateEntry) -> ObjectRecord:
     return ObjectRecord(entry.key, entry.size, entry.last_modified, entry.etag, "")
 
 
-def encode_deleted(records: Sequence[ObjectRecord], config: ScanConfig) -> bytes:
+def encode_deleted(records: Sequence[ObjectRecord], output_format: OutputFormat) -> bytes:
     """Deletion records: JSON Lines with ``"storage_class": null, "deleted": true``, or CSV rows
     with ``true`` in the ``deleted`` column."""
-    if config.output_format == "csv":
+    if output_format == "csv":
         return encode_csv_rows([(r.key, r.size, r.last_modified, r.etag, "", "true") for r in records])
     dumps = orjson.dumps
     return b"".join(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 
+from scanner.output.chunks import Chunk, output_bytes
 from scanner.output.writers import Writer
 from scanner.records import encode_csv_rows
 
@@ -31,9 +32,9 @@ class LimitedWriter:
     async def open(self) -> None:
         await self.inner.open()
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: Chunk) -> None:
         left = self.limit - self.written
-        count, head = self._head(chunk, left)
+        count, head = self._head(output_bytes(chunk), left)
         if head:
             await self.inner.write(head)
         self.written += count

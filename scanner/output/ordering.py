@@ -9,7 +9,8 @@ backpressure on its producer. Segments behind it buffer their finished pages in 
 shared budget; past that they spill to an anonymous temporary file (unlinked at creation, so
 nothing is left on disk even after a crash) and are read back when they reach the head. Without
 spilling (``spill=False``, for a reader that sets the pace) their producers wait instead until
-the budget has room, so a slow writer stops the listing.
+the budget has room, so a slow writer stops the listing. Chunks of records go to a spill file
+packed as bytes and come back out as records (``scanner.output.chunks``).
 
 Each segment also knows which part of the key space it stands for: its range ``(after, end]``,
 the last key listed into it, whether its range is complete, and (with a checkpoint) where its
@@ -26,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Final
 
 import anyio
+
+from scanner.output.chunks import BlockReader, Chunk, as_is, pack, weight
 
 _READ_BLOCK: Final = 1 << 20
 
@@ -55,7 +58,7 @@ class Segment:
     )
 
     def __init__(self, after: str | None = None, end: str | None = None) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[Chunk] = deque()
         self._buffered = 0
         self._spill: IO[bytes] | None = None
         self._spill_written = 0
@@ -88,6 +91,7 @@ class OrderedOutput:
         temp_dir: str | None = None,
         first: Segment | None = None,
         spill: bool = True,
+        read_back: BlockReader = as_is,
     ) -> None:
         self.first = first if first is not None else Segment()
         self._head: Segment | None = self.first
@@ -101,13 +105,15 @@ class OrderedOutput:
         # wait for room (``spill=False``) look again.
         self._room = anyio.Event()
         self._temp_dir = temp_dir
+        # Spilled and preloaded bytes become chunks again on their way to the writer.
+        self._read_back = read_back
         self._buffered = 0
         self._drained = anyio.Event()
         self._all_written = anyio.Event()
         self.spilled_bytes = 0
         # With a checkpoint: every chunk is journaled as it arrives, and every segment the
         # writer is done with is reported, in order (the chain forgets them).
-        self.journal: Callable[[Segment, bytes], None] | None = None
+        self.journal: Callable[[Segment, Chunk], None] | None = None
         self.on_release: Callable[[Segment], None] | None = None
 
     def insert_after(self, segment: Segment, bounds: list[tuple[str | None, str | None]]) -> list[Segment]:
@@ -138,12 +144,12 @@ class OrderedOutput:
             segment = segment.next
         return found
 
-    async def put(self, segment: Segment, chunk: bytes, last_key: str | None = None) -> None:
+    async def put(self, segment: Segment, chunk: Chunk, last_key: str | None = None) -> None:
         """``add``, then wait while the head's buffer is full (backpressure on its producer)."""
         self.add(segment, chunk, last_key)
         await self.wait_for_room(segment)
 
-    def add(self, segment: Segment, chunk: bytes, last_key: str | None = None) -> None:
+    def add(self, segment: Segment, chunk: Chunk, last_key: str | None = None) -> None:
         """Add ``chunk`` to ``segment``; ``last_key`` is the last key listed into it so far.
 
         Synchronous, so a checkpoint (taken at an await) sees a segment's bytes and its
@@ -155,17 +161,18 @@ class OrderedOutput:
             segment.listed = last_key
         if not chunk:
             return
+        size = weight(chunk)
         if segment is self._head and segment._spill is None:
             segment._chunks.append(chunk)
-            segment._buffered += len(chunk)
+            segment._buffered += size
             segment._notify()
             return
-        fits = self._buffered + len(chunk) <= self._memory_budget
+        fits = self._buffered + size <= self._memory_budget
         if segment._spill is None and (fits or not self._spill_allowed):
             # Without spilling it is held anyway; its producer waits in ``wait_for_room``.
             segment._chunks.append(chunk)
-            segment._buffered += len(chunk)
-            self._buffered += len(chunk)
+            segment._buffered += size
+            self._buffered += size
             return
         self._spill_chunk(segment, chunk)
 
@@ -180,20 +187,21 @@ class OrderedOutput:
             else:
                 await self._room.wait()
 
-    def _spill_chunk(self, segment: Segment, chunk: bytes) -> None:
+    def _spill_chunk(self, segment: Segment, chunk: Chunk) -> None:
+        data = pack(chunk)
         spill = segment._spill
         if spill is None:
             spill = segment._spill = tempfile.TemporaryFile(dir=self._temp_dir)  # noqa: SIM115
             # What is already in memory comes first: move it to the file so order holds.
-            earlier = b"".join(segment._chunks)
+            earlier = b"".join(map(pack, segment._chunks))
             segment._chunks.clear()
             self._buffered -= segment._buffered
             segment._buffered = 0
-            chunk = earlier + chunk
+            data = earlier + data
         spill.seek(segment._spill_written)
-        spill.write(chunk)
-        segment._spill_written += len(chunk)
-        self.spilled_bytes += len(chunk)
+        spill.write(data)
+        segment._spill_written += len(data)
+        self.spilled_bytes += len(data)
         segment._notify()
 
     def finish(self, segment: Segment, complete: bool = True) -> None:
@@ -201,7 +209,7 @@ class OrderedOutput:
         segment.complete = complete
         segment._notify()
 
-    async def drain(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+    async def drain(self, write: Callable[[Chunk], Awaitable[None]]) -> None:
         """Hand every chunk to ``write`` in key order; returns when the last segment is done."""
         segment: Segment | None = self.first
         starting = True
@@ -222,14 +230,14 @@ class OrderedOutput:
                     spill.seek(segment._spill_read)
                     block = spill.read(min(_READ_BLOCK, segment._spill_written - segment._spill_read))
                     segment._spill_read += len(block)
-                    await write(block)
+                    await self._write_block(block, write)
                     continue
                 if spill is not None:
                     spill.close()
                     segment._spill = None
                 if segment._chunks:
                     chunk = segment._chunks.popleft()
-                    segment._buffered -= len(chunk)
+                    segment._buffered -= weight(chunk)
                     await write(chunk)
                     if segment._buffered <= self._head_limit:
                         self._drained.set()
@@ -248,13 +256,20 @@ class OrderedOutput:
                 self.first = following
             segment = following
         self._head = None
+        finish = getattr(self._read_back, "finish", None)
+        if finish is not None:
+            finish()  # bytes read back that end inside a page are a file cut short
         self._all_written.set()
 
     async def drained(self) -> None:
         """Returns once ``drain`` has written the last segment."""
         await self._all_written.wait()
 
-    async def _write_preloaded(self, segment: Segment, write: Callable[[bytes], Awaitable[None]]) -> None:
+    async def _write_block(self, block: bytes, write: Callable[[Chunk], Awaitable[None]]) -> None:
+        for chunk in self._read_back(block):
+            await write(chunk)
+
+    async def _write_preloaded(self, segment: Segment, write: Callable[[Chunk], Awaitable[None]]) -> None:
         """One block of the bytes an earlier run saved for ``segment``."""
         file, offset, length = segment.preloaded[0]
         size = min(_READ_BLOCK, length)
@@ -266,7 +281,7 @@ class OrderedOutput:
             segment.preloaded.popleft()
         else:
             segment.preloaded[0] = (file, offset + size, length - size)
-        await write(block)
+        await self._write_block(block, write)
 
     def close(self) -> None:
         """Release every spill file (after a failure or cancellation)."""

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from scanner.config import ScanConfig
 from scanner.errors import ScanError
 from scanner.output.arrow import jsonl_table, record_schema, require_pyarrow
+from scanner.output.chunks import Chunk, output_bytes
 from scanner.output.sinks import Sink, open_sink
+from scanner.output.spec import OutputSpec
 
 if TYPE_CHECKING:
     import pyarrow
@@ -62,10 +63,10 @@ class _Buffer(io.RawIOBase):
 class ParquetWriter:
     """JSON Lines chunks in, one Parquet file out (see the module docstring)."""
 
-    def __init__(self, config: ScanConfig, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    def __init__(self, spec: OutputSpec, row_group_rows: int = ROW_GROUP_ROWS) -> None:
         require_pyarrow("--format parquet")
-        self._sink: Sink = open_sink(config.output, config.connection)
-        self._ordered = config.ordered
+        self._sink: Sink = open_sink(spec.destination, spec.connection)
+        self._ordered = spec.ordered
         self._row_group_rows = row_group_rows
         self._schema = record_schema()
         self._buffer = _Buffer()
@@ -87,7 +88,8 @@ class ParquetWriter:
             sorting_columns=[pq.SortingColumn(0)] if self._ordered else None,
         )
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, piece: Chunk) -> None:
+        chunk = output_bytes(piece)
         # A block copied from a worker's file may end inside a line: the tail waits.
         if self._partial:
             chunk, self._partial = self._partial + chunk, b""

@@ -1,14 +1,14 @@
 """The single writer stage: what the ordered stream of pages becomes, and in which files.
 
-Workers encode each page as soon as it arrives (``PageEncoder``); the writer receives those chunks
-in key order and turns them into the output:
+Workers turn each page into a chunk as soon as it arrives (``PageEncoder``); the writer receives
+those chunks in key order and turns them into the output:
 
-- ``jsonl`` / ``csv``: the chunks are the output; they go straight to the sink.
+- ``jsonl`` / ``csv``: the chunks are the output bytes; they go straight to the sink.
 - ``parquet``: the chunks are JSON Lines; ``scanner.output.parquet`` turns runs of them into row
   groups.
-- ``items``: the chunks carry only the page's keys (one JSON array per page); the writer groups
-  them into RedBrick tasks as the ordered stream passes and encodes tasks into an items list,
-  rolling over to numbered files with ``--max-tasks-per-file``.
+- ``items``: the chunks are the pages' records (``RecordChunk``); the writer groups their keys
+  into RedBrick tasks as the ordered stream passes and encodes tasks into an items list, rolling
+  over to numbered files with ``--max-tasks-per-file``.
 
 Every file of an output is committed only after the whole scan succeeded, and all are aborted
 otherwise, so a destination holds either the complete output or nothing.
@@ -19,14 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import BinaryIO, Protocol
 
-import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
-from scanner.config import ScanConfig
-from scanner.errors import ScanError
 from scanner.grouping import GroupingSpec
+from scanner.output.chunks import Chunk, RecordChunk, output_bytes, output_records, pack
 from scanner.output.items import ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
 from scanner.output.sinks import Sink, open_sink
+from scanner.output.spec import OutputSpec
 from scanner.records import (
     FIELDS,
     ObjectRecord,
@@ -37,22 +36,19 @@ from scanner.records import (
     keys_of,
 )
 
-PageEncoder = Callable[[Sequence[ObjectRecord]], bytes]
+PageEncoder = Callable[[Sequence[ObjectRecord]], Chunk]
 
 
-def encode_keys(records: Sequence[ObjectRecord]) -> bytes:
-    return orjson.dumps(list(keys_of(records))) + b"\n"
-
-
-def page_encoder(config: ScanConfig) -> PageEncoder:
-    if config.output_format == "items":
-        return encode_keys
-    return encode_csv if config.output_format == "csv" else encode_jsonl
+def page_encoder(spec: OutputSpec) -> PageEncoder:
+    """What a page becomes for the writer of ``spec``'s format (``--state`` aside)."""
+    if spec.output_format == "items":
+        return RecordChunk
+    return encode_csv if spec.output_format == "csv" else encode_jsonl
 
 
 class Writer(Protocol):
     async def open(self) -> None: ...
-    async def write(self, chunk: bytes) -> None: ...
+    async def write(self, chunk: Chunk) -> None: ...
     async def commit(self) -> None: ...
     async def abort(self) -> None: ...
 
@@ -60,10 +56,10 @@ class Writer(Protocol):
 class RecordsWriter:
     """JSON Lines or CSV: chunks are already the output."""
 
-    def __init__(self, config: ScanConfig) -> None:
-        self._sink = open_sink(config.output, config.connection, config.compression)
-        self._preamble = csv_header() if config.output_format == "csv" else b""
-        if self._preamble and config.deletions:
+    def __init__(self, spec: OutputSpec) -> None:
+        self._sink = open_sink(spec.destination, spec.connection, spec.compression)
+        self._preamble = csv_header() if spec.output_format == "csv" else b""
+        if self._preamble and spec.deletions:
             self._preamble = encode_csv_rows([(*FIELDS, "deleted")])
 
     async def open(self) -> None:
@@ -71,8 +67,8 @@ class RecordsWriter:
         if self._preamble:
             await self._sink.write(self._preamble)
 
-    async def write(self, chunk: bytes) -> None:
-        await self._sink.write(chunk)
+    async def write(self, chunk: Chunk) -> None:
+        await self._sink.write(output_bytes(chunk))
 
     async def commit(self) -> None:
         await self._sink.commit()
@@ -90,22 +86,22 @@ def numbered_output(output: str, number: int) -> str:
 
 
 class RawWriter:
-    """A worker's output: encoded pages exactly as they are, for the parent to finish.
+    """A worker's output: its chunks as bytes (``pack``), for the parent to finish.
 
     Written straight into the file the parent made for it (no temporary beside it): the parent
     owns that file and removes it whatever happens, even when it has to kill the worker.
     """
 
-    def __init__(self, config: ScanConfig) -> None:
-        self._path = config.output
+    def __init__(self, spec: OutputSpec) -> None:
+        self._path = spec.destination
         self._file: BinaryIO | None = None
 
     async def open(self) -> None:
         self._file = open(self._path, "wb", buffering=1 << 20)  # noqa: SIM115
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: Chunk) -> None:
         assert self._file is not None
-        self._file.write(chunk)
+        self._file.write(pack(chunk))
 
     async def commit(self) -> None:
         assert self._file is not None
@@ -119,14 +115,13 @@ class RawWriter:
 class ItemsWriter:
     """Keys in key order -> RedBrick tasks -> one items list, or several numbered files."""
 
-    def __init__(self, config: ScanConfig, grouping: GroupingSpec) -> None:
-        self._config = config
+    def __init__(self, spec: OutputSpec, grouping: GroupingSpec) -> None:
+        self._spec = spec
         self._grouper = TaskGrouper(grouping)
         self._encoder = RollingItemsListEncoder(
-            "legacy" if config.legacy_items else "current", config.max_tasks_per_file
+            "legacy" if spec.legacy_items else "current", spec.max_tasks_per_file
         )
         self._sinks: list[Sink] = []
-        self._partial = b""
         self._written = 0
         # An incremental run keeps (and flags) only the tasks it says to.
         self.keep_task: Callable[[Task], Task | None] | None = None
@@ -145,23 +140,18 @@ class ItemsWriter:
 
     async def _sink_for(self, index: int) -> Sink:
         while len(self._sinks) <= index:
-            output = self._config.output
-            if self._config.max_tasks_per_file is not None and output != "-":
+            output = self._spec.destination
+            if self._spec.max_tasks_per_file is not None and output != "-":
                 output = numbered_output(output, len(self._sinks) + 1)
-            sink = open_sink(output, self._config.connection, self._config.compression)
+            sink = open_sink(output, self._spec.connection, self._spec.compression)
             await sink.open()
             self._sinks.append(sink)
         return self._sinks[index]
 
-    async def write(self, chunk: bytes) -> None:
-        # Chunks hold one JSON array of keys per line; a block copied from a worker's file may
-        # end inside a line, so the tail waits for the next block.
-        data = self._partial + chunk
-        complete, _, self._partial = data.rpartition(b"\n")
-        for line in complete.split(b"\n") if complete else ():
-            tasks = self._kept(self._grouper.feed_keys(orjson.loads(line)))
-            if tasks:
-                await self._emit(self._encoder.encode_many(tasks))
+    async def write(self, chunk: Chunk) -> None:
+        tasks = self._kept(self._grouper.feed_keys(keys_of(output_records(chunk))))
+        if tasks:
+            await self._emit(self._encoder.encode_many(tasks))
 
     def _kept(self, tasks: list[Task]) -> list[Task]:
         keep = self.keep_task
@@ -176,8 +166,6 @@ class ItemsWriter:
             await sink.write(chunk.data)
 
     async def commit(self) -> None:
-        if self._partial:
-            raise ScanError("the key stream ended inside a page")
         await self._emit(self._encoder.encode_many(self._kept(self._grouper.finish())))
         await self._emit(self._encoder.finish())
         for sink in self._sinks:
@@ -202,8 +190,8 @@ class StreamWriter:
     async def open(self) -> None:
         pass
 
-    async def write(self, chunk: bytes) -> None:
-        await self._send.send(chunk)
+    async def write(self, chunk: Chunk) -> None:
+        await self._send.send(output_bytes(chunk))
 
     async def commit(self) -> None:
         pass
@@ -212,16 +200,16 @@ class StreamWriter:
         pass
 
 
-def make_writer(config: ScanConfig) -> Writer:
+def make_writer(spec: OutputSpec) -> Writer:
     """The writer of the format asked for (an incremental run wraps it: ``scanner.run.outputs``)."""
-    if config.worker:
-        return RawWriter(config)
-    if config.output_format == "items":
-        assert config.grouping is not None
-        return ItemsWriter(config, config.grouping)
-    if config.output_format == "parquet":
+    if spec.worker:
+        return RawWriter(spec)
+    if spec.output_format == "items":
+        assert spec.grouping is not None
+        return ItemsWriter(spec, spec.grouping)
+    if spec.output_format == "parquet":
         # Parquet needs pyarrow, an optional dependency: imported only for -f parquet
         from scanner.output.parquet import ParquetWriter
 
-        return ParquetWriter(config)
-    return RecordsWriter(config)
+        return ParquetWriter(spec)
+    return RecordsWriter(spec)

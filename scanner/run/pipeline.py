@@ -1,6 +1,7 @@
 """The scan as one task group: ranges -> filter -> encode -> (order) -> one writer.
 
-Workers list ranges, filter each page and encode it into one bytes chunk as soon as it arrives.
+Workers list ranges, filter each page and encode it into one chunk as soon as it arrives (output
+bytes, or the page's records for a writer that needs records: ``scanner.output.chunks``).
 In ordered mode (the default) chunks go into ``OrderedOutput`` and the single writer drains it in
 key order; with ``--unordered`` they go through a small bounded stream straight to the writer.
 Either way memory is bounded: at most ``concurrency`` pages in flight, a bounded stream or
@@ -27,14 +28,16 @@ from scanner.keyspace import KeyRange
 from scanner.listing.dialect import ServerProfile, check_profile
 from scanner.listing.enumerate import Enumerator, OutputSlot, PageSource
 from scanner.listing.walk import EmitFn, TreeWalk
+from scanner.output.chunks import Chunk, block_reader, chunks_of_file
 from scanner.output.external_sort import ExternalSort
 from scanner.output.limit import limit_reached
 from scanner.output.ordering import OrderedOutput, Segment
+from scanner.output.spec import OutputSpec
 from scanner.output.writers import Writer
 from scanner.records import ObjectRecord, RecordColumns
 from scanner.run.offload import Offloader, offloading
 from scanner.run.outputs import open_writer
-from scanner.run.summary import PageHandler, ScanSummary, finish_summary
+from scanner.run.summary import PageHandler, PageSpec, ScanSummary, finish_summary
 from scanner.storage.limits import AdaptiveLimiter
 from scanner.storage.s3.client import S3PageSource
 
@@ -43,7 +46,6 @@ WriterFactory = Callable[[], Writer]
 
 _UNORDERED_BUFFER = 32
 _SORT_BUDGET_SHARE = 3
-_WORKER_BLOCK = 1 << 20
 _log = logging.getLogger("scanner.run")
 
 
@@ -119,14 +121,17 @@ class _Output:
         self.written = 0
         self._summary = summary
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: Chunk) -> None:
         if self.streamed and not self.vetted.is_set():
             await self.vetted.wait()
         self.written += len(chunk)
         if self.streamed and self._summary is not None:
             # What a stopped scan has already sent, and cannot take back.
-            self._summary.streamed_bytes += len(chunk)
-            self._summary.streamed_lines += chunk.count(b"\n")
+            if isinstance(chunk, bytes):
+                self._summary.streamed_bytes += len(chunk)
+                self._summary.streamed_lines += chunk.count(b"\n")
+            else:
+                self._summary.streamed_records += len(chunk)
         await self.writer.write(chunk)
 
     async def restart(self) -> None:
@@ -228,7 +233,7 @@ def _may_switch(
         ) from None
     if output.streamed and output.written:
         raise ScanError(
-            f"{differs}, after {output.written} bytes had gone to standard output; run again with "
+            f"{differs}, after output had gone to standard output; run again with "
             "--server-profile unordered, or write to a file (which the scan can start over)"
         ) from None
 
@@ -237,7 +242,7 @@ async def _walk_into(
     config: ScanConfig, source: PageSource, output: _Output, summary: ScanSummary, folder_only: bool
 ) -> None:
     """The tree walk into the output: through an external sort unless ``--unordered``."""
-    handle = PageHandler(config, summary)
+    handle = PageHandler(PageSpec.of(config), summary)
 
     def walk_with(emit: EmitFn) -> TreeWalk:
         walk = TreeWalk(
@@ -309,7 +314,7 @@ async def _scan_into(
     checkpoint: Checkpoint | None = None,
 ) -> None:
     """List by key ranges (the server lists in byte order) into ``output_to``."""
-    handle = PageHandler(config, summary)
+    handle = PageHandler(PageSpec.of(config), summary)
     if config.ordered:
         await _OrderedRanges(config, source, output_to, summary, handle, checkpoint).run(ranges)
     else:
@@ -349,7 +354,11 @@ class _OrderedRanges:
         whole = ranges[0] if ranges else KeyRange(config.location.prefix, config.start_after)
         first = restored.first if restored is not None else Segment(whole.start_after, whole.end)
         self._output = output = OrderedOutput(
-            config.memory_budget, temp_dir=config.temp_dir, spill=config.spill, first=first
+            config.memory_budget,
+            temp_dir=config.temp_dir,
+            spill=config.spill,
+            first=first,
+            read_back=block_reader(OutputSpec.of(config).carries_records),
         )
         offload = offloading(
             config, self._deliver, _limiter_of(self._source), self._summary.add_worker, run_scan
@@ -451,9 +460,11 @@ async def _unordered_ranges(
             if chunk:
                 await send.send(chunk)
 
+        read_back = block_reader(OutputSpec.of(config).carries_records)
+
         async def deliver(file: IO[bytes], slot: object) -> None:
-            while block := file.read(_WORKER_BLOCK):
-                await send.send(block)
+            for chunk in chunks_of_file(file, read_back):
+                await send.send(chunk)
 
         # The workers' files go into the stream too: it closes after them.
         async with offloading(
@@ -475,9 +486,9 @@ async def _unordered_ranges(
 
 
 @asynccontextmanager
-async def _streamed(output: _Output) -> AsyncIterator[MemoryObjectSendStream[bytes]]:
+async def _streamed(output: _Output) -> AsyncIterator[MemoryObjectSendStream[Chunk]]:
     """A small bounded stream whose chunks one task writes to ``output`` as they come."""
-    send, receive = anyio.create_memory_object_stream[bytes](_UNORDERED_BUFFER)
+    send, receive = anyio.create_memory_object_stream[Chunk](_UNORDERED_BUFFER)
 
     async def drain() -> None:
         async with receive:

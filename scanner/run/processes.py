@@ -44,13 +44,15 @@ from scanner.errors import (
 )
 from scanner.keyspace import KeyRange
 from scanner.listing.enumerate import Enumerator
+from scanner.output.chunks import block_reader, chunks_of_file
+from scanner.output.spec import OutputSpec
+from scanner.output.writers import Writer
 from scanner.records import ObjectRecord
 from scanner.run.outputs import open_writer
-from scanner.run.summary import PageHandler, ScanSummary, finish_summary
+from scanner.run.summary import PageHandler, PageSpec, ScanSummary, finish_summary
 from scanner.storage.base import committing
 from scanner.storage.s3.client import S3PageSource
 
-_COPY_BLOCK = 1 << 20
 T = TypeVar("T")
 # Runs a coroutine function in a fresh event loop and returns its result; a signal that stops
 # it raises ``Interrupted`` (``scanner.run.entry.guarded_loop``).
@@ -212,7 +214,7 @@ async def join_workers(
     summary.requests.requests = split.requests
     summary.requests.retries = split.retries
     async with committing(open_writer(config)) as writer:
-        handle = PageHandler(config, summary)
+        handle = PageHandler(PageSpec.of(config), summary)
         first = handle(split.first_page)
         handle.finish()
         if first:
@@ -220,7 +222,7 @@ async def join_workers(
         for worker in workers:
             report = await collect(worker)
             summary.add_worker(report)
-            await _copy_into(writer, worker.output_path)
+            await _copy_into(writer, worker.output_path, OutputSpec.of(config).carries_records)
     finish_summary(summary, writer)
     return summary
 
@@ -251,10 +253,10 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _copy_into(writer: Any, path: str) -> None:
+async def _copy_into(writer: Writer, path: str, records: bool) -> None:
     with open(path, "rb") as handle:
-        while block := handle.read(_COPY_BLOCK):
-            await writer.write(block)
+        for chunk in chunks_of_file(handle, block_reader(records)):
+            await writer.write(chunk)
     os.unlink(path)
 
 

@@ -12,10 +12,12 @@ from typing import Any
 
 from scanner.checkpoint.checkpoint import Counters
 from scanner.config import ScanConfig
-from scanner.filters import RecordFilter
-from scanner.incremental.writer import IncrementalWriter, encode_full_records
+from scanner.filters import FilterSpec, RecordFilter
+from scanner.incremental.writer import IncrementalWriter
 from scanner.listing.enumerate import EnumerationStats
 from scanner.listing.walk import WalkStats
+from scanner.output.chunks import Chunk, RecordChunk
+from scanner.output.spec import OutputSpec
 from scanner.output.writers import ItemsWriter, PageEncoder, Writer, page_encoder
 from scanner.records import ObjectRecord, total_size
 from scanner.storage.s3.client import RequestStats
@@ -49,6 +51,8 @@ class ScanSummary:
     # With standard output: bytes and lines handed to it so far (a stopped scan says so).
     streamed_bytes: int = 0
     streamed_lines: int = 0
+    # Records handed to a writer of standard output that takes records (an items list).
+    streamed_records: int = 0
 
     def restart_counts(self) -> None:
         """Forget what a listing that was given up counted (its output is thrown away)."""
@@ -77,22 +81,33 @@ class ScanSummary:
             self.add_skipped(report["skipped"])
 
 
+@dataclass(frozen=True, slots=True)
+class PageSpec:
+    """What the per-page stage takes from the scan's options."""
+
+    encode: PageEncoder
+    start_after: str | None = None
+    # None where the writer filters (``--state``: the snapshot needs every record).
+    filters: FilterSpec | None = None
+
+    @classmethod
+    def of(cls, config: ScanConfig) -> PageSpec:
+        if config.state is not None:
+            return cls(RecordChunk, config.start_after)
+        return cls(page_encoder(OutputSpec.of(config)), config.start_after, config.filters)
+
+
 class PageHandler:
     """Counts, filters and encodes one page of records: what each worker does per page."""
 
-    def __init__(self, config: ScanConfig, summary: ScanSummary) -> None:
+    def __init__(self, spec: PageSpec, summary: ScanSummary) -> None:
         self._summary = summary
-        self._start_after = config.start_after
-        spec = config.filters
-        if config.state is not None:
-            # The writer needs every record, in order, for the snapshot; it filters there.
-            self._encode: PageEncoder = encode_full_records
-            spec = None
-        else:
-            self._encode = page_encoder(config)
-        self.filter = RecordFilter(spec) if spec is not None and not spec.is_noop else None
+        self._start_after = spec.start_after
+        self._encode = spec.encode
+        filters = spec.filters
+        self.filter = RecordFilter(filters) if filters is not None and not filters.is_noop else None
 
-    def __call__(self, records: Sequence[ObjectRecord]) -> bytes:
+    def __call__(self, records: Sequence[ObjectRecord]) -> Chunk:
         return self.encode(self.select(records))
 
     def select(self, records: Sequence[ObjectRecord]) -> Sequence[ObjectRecord]:
@@ -108,7 +123,7 @@ class PageHandler:
             records = self.filter.select(records)
         return records
 
-    def encode(self, records: Sequence[ObjectRecord]) -> bytes:
+    def encode(self, records: Sequence[ObjectRecord]) -> Chunk:
         return self._encode(records) if records else b""
 
     def finish(self) -> None:

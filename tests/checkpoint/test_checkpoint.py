@@ -25,9 +25,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.checkpoint.checkpoint import SavedSegment, merge_segments
+from scanner.checkpoint.checkpoint import VERSION, SavedSegment, merge_segments
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.errors import ScanError, first_failure
+from scanner.keyspace import KeyRange
 from scanner.run.pipeline import run_scan
 from scanner.run.summary import ScanSummary
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
@@ -179,6 +180,36 @@ def test_a_checkpoint_that_fails_to_journal_records_no_key_without_its_record(
     # The last save before the failure, at most the 6 pages journaled.
     assert summary.resumed_objects <= 6000
     assert Path(config.output).read_bytes() == reference.read_bytes()
+
+
+def _every_other_part(keys: list[str], parts: int) -> tuple[KeyRange, ...]:
+    """Shard 0 of 2 of a plan of ``parts`` parts cut at keys: parts 0, 2, 4, ... (round-robin)."""
+    ordered = utf8_sorted(keys)
+    cuts = [None, *(ordered[len(ordered) * index // parts] for index in range(1, parts)), None]
+    return tuple(KeyRange("", cuts[index], cuts[index + 1]) for index in range(0, parts, 2))
+
+
+# Shard 0 holds half of 30,000 keys in four parts, 15 pages or more: each stop falls mid-scan.
+@pytest.mark.parametrize("stop_at", [2, 7, 12])
+def test_a_stopped_shard_of_several_parts_resumes_to_the_same_output(tmp_path: Path, stop_at: int) -> None:
+    keys = nested_keys(30_000)
+    parts = _every_other_part(keys, 8)
+    reference = tmp_path / "reference.jsonl"
+    whole = ScanConfig(parse_s3_uri("s3://bucket"), ConnectionConfig(), str(reference), shard_ranges=parts)
+    anyio.run(run_scan, whole, MemoryBucket(keys), list(parts), None)
+    expected = {key for key in keys if any(part.contains(key) for part in parts)}
+    assert set(_keys(reference)) == expected
+
+    config = _config(tmp_path, shard_ranges=parts)
+    with pytest.raises(BaseException) as stopped:  # noqa: PT011 - task groups wrap the failure
+        anyio.run(run_scan, config, FailingBucket(keys, stop_at, latency=0.002), list(parts), None)
+    assert isinstance(first_failure(stopped.value), StopAfter)
+    assert not Path(config.output).exists()
+
+    summary: ScanSummary = anyio.run(run_scan, config, MemoryBucket(keys), list(parts), None)
+    assert Path(config.output).read_bytes() == reference.read_bytes()
+    assert summary.resumed_objects > 0
+    assert os.listdir(tmp_path / "checkpoint") == []
 
 
 def test_resume_with_items_and_filters(tmp_path: Path) -> None:
@@ -352,7 +383,7 @@ def test_checkpoint_of_another_scan_is_refused(moto_target: S3Target, tmp_path: 
     checkpoint.mkdir()
     manifest = {
         "format": "bucket-scanner-checkpoint",
-        "version": 1,
+        "version": VERSION,
         "scan": {"uri": f"s3://{first}/", "shard": "", "encoding": "0"},
         "counters": {"objects": 0, "bytes": 0},
         "pieces": [],
@@ -370,6 +401,25 @@ def test_checkpoint_of_another_scan_is_refused(moto_target: S3Target, tmp_path: 
     assert not out.exists()
     # Left as it was: it may be the one the user wants to resume.
     assert (checkpoint / "manifest.json").exists()
+
+
+def test_a_checkpoint_of_an_earlier_version_is_refused(moto_target: S3Target, tmp_path: Path) -> None:
+    bucket = moto_target.new_bucket(["a/1"])
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    manifest = {"format": "bucket-scanner-checkpoint", "version": VERSION - 1, "scan": {}, "segments": []}
+    (checkpoint / "manifest.json").write_bytes(orjson.dumps(manifest))
+    out = tmp_path / "items.json"
+    result = run_scanner(
+        ["scan", f"s3://{bucket}", "-f", "items", "-o", str(out), "--checkpoint", str(checkpoint)],
+        moto_target.env(),
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"error: the checkpoint at {checkpoint} has version {VERSION - 1}, this scanner reads {VERSION}; "
+        "remove it to start over\n"
+    )
+    assert not out.exists()
 
 
 def test_damaged_checkpoint_is_refused(moto_target: S3Target, tmp_path: Path) -> None:

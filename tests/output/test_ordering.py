@@ -8,6 +8,7 @@ import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scanner.output.chunks import Chunk, RecordChunk, Unpacker
 from scanner.output.external_sort import ExternalSort
 from scanner.output.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
@@ -46,6 +47,45 @@ def _run(budget: int, chunks_per_segment: int, segments: int, seed: int) -> tupl
     anyio.run(main)
     assert b"".join(written) == b"".join(expected)
     return written, output.spilled_bytes
+
+
+def _listed(segment: int, index: int) -> ObjectRecord:
+    return ObjectRecord(f"s{segment:03d}/k{index:03d}", index, "2026-12-01T00:00:00.000Z", '"e"', "STANDARD")
+
+
+@settings(max_examples=30, deadline=None)
+@given(budget=st.sampled_from([0, 600, 1 << 20]), segments=st.integers(1, 8), seed=st.integers(0, 1000))
+def test_pages_of_records_come_out_as_records_in_order_through_spill(
+    budget: int, segments: int, seed: int
+) -> None:
+    output = OrderedOutput(memory_budget=budget, head_limit=0, read_back=Unpacker())
+    chain = _chain(output, segments)
+    pages = [[[_listed(s, 3 * page + i) for i in range(3)] for page in range(4)] for s in range(segments)]
+    seen: list[ObjectRecord] = []
+    order = list(range(segments))
+    random.Random(seed).shuffle(order)
+
+    async def write(chunk: Chunk) -> None:
+        assert isinstance(chunk, RecordChunk)
+        seen.extend(chunk.records)
+
+    async def produce(index: int) -> None:
+        for page in pages[index]:
+            await output.put(chain[index], RecordChunk(page))
+            await anyio.sleep(0)
+        output.finish(chain[index])
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(output.drain, write)
+            for index in order:
+                group.start_soon(produce, index)
+        output.close()
+
+    anyio.run(main)
+    assert seen == [record for segment in pages for page in segment for record in page]
+    if budget == 0 and segments > 1:
+        assert output.spilled_bytes > 0
 
 
 @settings(max_examples=30, deadline=None)

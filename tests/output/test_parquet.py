@@ -16,6 +16,7 @@ import pytest
 from scanner.cli.main import main
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.output.parquet import ParquetWriter
+from scanner.output.spec import OutputSpec
 from scanner.records import ObjectRecord, encode_jsonl
 from tests.conftest import S3Target, run_scanner
 from tests.keysets import ODD_KEYS, nested_keys, utf8_sorted
@@ -209,7 +210,7 @@ def test_row_groups_stream_out_as_they_fill(monkeypatch: pytest.MonkeyPatch) -> 
     config = ScanConfig(
         location=parse_s3_uri("s3://bucket"), connection=ConnectionConfig(), output="x.parquet"
     )
-    writer = ParquetWriter(config, row_group_rows=1_000)
+    writer = ParquetWriter(OutputSpec.of(config), row_group_rows=1_000)
     written_before_commit = []
 
     async def run() -> None:
@@ -236,7 +237,7 @@ def test_abort_writes_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
     config = ScanConfig(
         location=parse_s3_uri("s3://bucket"), connection=ConnectionConfig(), output="x.parquet"
     )
-    writer = ParquetWriter(config)
+    writer = ParquetWriter(OutputSpec.of(config))
 
     async def run() -> None:
         await writer.open()

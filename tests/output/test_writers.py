@@ -13,7 +13,9 @@ import pytest
 
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.grouping import GroupingSpec
-from scanner.output.writers import encode_keys, make_writer, numbered_output, page_encoder
+from scanner.output.chunks import RecordChunk
+from scanner.output.spec import OutputSpec
+from scanner.output.writers import make_writer, numbered_output, page_encoder
 from scanner.records import ObjectRecord
 
 PAGES = [
@@ -37,8 +39,8 @@ def _config(output: Path, output_format: str = "jsonl", **changes: object) -> Sc
 
 def _write(config: ScanConfig, commit: bool = True) -> None:
     async def run() -> None:
-        writer = make_writer(config)
-        encode = page_encoder(config)
+        writer = make_writer(OutputSpec.of(config))
+        encode = page_encoder(OutputSpec.of(config))
         await writer.open()
         for page in PAGES:
             await writer.write(encode(page))
@@ -89,10 +91,11 @@ def test_items_writer_rolls_over_to_numbered_files(tmp_path: Path) -> None:
     assert (len(first), len(second)) == (3, 1)
 
 
-def test_items_chunks_are_one_json_array_of_keys_a_page() -> None:
-    assert (
-        encode_keys(PAGES[0]) == json.dumps([r.key for r in PAGES[0]], separators=(",", ":")).encode() + b"\n"
-    )
+def test_items_writers_are_handed_the_pages_records() -> None:
+    config = _config(Path("items.json"), "items", grouping=GroupingSpec(mode="series"))
+    chunk = page_encoder(OutputSpec.of(config))(PAGES[0])
+    assert isinstance(chunk, RecordChunk)
+    assert list(chunk.records) == PAGES[0]
 
 
 @pytest.mark.parametrize(
