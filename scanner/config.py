@@ -18,9 +18,9 @@ OutputFormat = Literal["jsonl", "csv", "items", "parquet"]
 Compression = Literal["none", "gzip", "zstd"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 
-# 16 requests in flight keeps a 1000-key page arriving every ~6 ms at S3's usual 100 ms LIST
-# latency (about 160k keys/s, what one Python process can encode), while each extra range
-# costs at most one partly wasted page where it meets its neighbour.
+# Enough requests in flight to keep one process encoding at S3's usual LIST latency, while each
+# extra range costs at most one partly wasted page where it meets its neighbour (figures:
+# benchmarks/results/design-figures-2026-12-03.md).
 DEFAULT_CONCURRENCY: Final = 16
 MAX_KEYS_PER_PAGE: Final = 1000
 
@@ -86,8 +86,9 @@ class ScanConfig:
     ordered: bool = True
     # Bytes of finished-but-not-yet-writable output kept in memory before spilling to disk. A
     # worker process forked mid-scan has what the budget holds at that moment in its own RSS
-    # too: with 32 MiB the largest process of a 1M-key scan peaked at 122-159 MB, with 16 MiB
-    # at 105-128 MB (the target is under 150). Spilled pages come back from the page cache.
+    # too, so the budget is what keeps the largest process under the memory target (figures:
+    # benchmarks/results/design-figures-2026-12-03.md). Spilled pages come back from the page
+    # cache.
     memory_budget: int = 16 * 1024 * 1024
     # Past the budget, ranges behind the one being written spill to disk and list on. Without
     # ``spill`` they wait instead: the library API's reader sets the pace of the listing.

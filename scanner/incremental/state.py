@@ -42,8 +42,8 @@ from scanner.storage.s3.store import S3ObjectStore
 
 FORMAT: Final = "bucket-scanner-state"
 VERSION: Final = 1
-# Level 6 is zlib's default. Measured on 100k DICOM-like objects (35-51 bytes each at level 6, most
-# of it the incompressible MD5 ETag): level 9 saves 1-3% for twice the CPU, level 1 costs 10%.
+# zlib's default: most of a record is its incompressible MD5 ETag, so higher levels save little
+# for much more CPU (figures: benchmarks/results/design-figures-2026-12-03.md).
 COMPRESSION_LEVEL: Final = 6
 
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS

@@ -66,13 +66,12 @@ _PROBE_KEYS: Final = 100
 _MIN_KEYS_PER_PART: Final = 2 * MAX_KEYS_PER_PAGE
 # After discovery has cut the key space at real points, a range splits only once it has listed
 # this many pages: about 8,000 keys, more than its share unless the bucket is skewed or large.
-# On 100k DICOM keys (RGW, concurrency 16) splitting earlier cost 137 requests instead of 109
-# and 8% of the throughput, because the estimate of what is left is rough across folders.
+# Splitting earlier costs requests and throughput, because the estimate of what is left is
+# rough across folders (figures: benchmarks/results/design-figures-2026-12-03.md).
 _PAGES_BEFORE_SPLIT_AFTER_CUTS: Final = 8
 # A counter block of a page or two costs a request more to find where it ends than it holds
-# pages: split at the next counter level up instead (blocks ten times larger). 1M keys from an
-# in-memory endpoint: skewed 1,626 -> 1,305 requests, dicom 1,376 -> 1,272, deep (200k)
-# 338 -> 264; RGW 50-100k keys unchanged or fewer, direct and through 50 ms of latency.
+# pages: split at the next counter level up instead (blocks ten times larger), which saves
+# requests on every layout measured (benchmarks/results/design-figures-2026-12-03.md).
 _MIN_COUNTER_BLOCK_KEYS: Final = 5 * MAX_KEYS_PER_PAGE
 
 
@@ -157,10 +156,9 @@ class Enumerator:
 
     async def run(self, first_slot: OutputSlot) -> None:
         # Discovery (a delimiter listing of the root) is a slow request on some servers (RGW walks
-        # the index to group prefixes: 0.14-0.17 s and 0.25 CPU-seconds for the 500 folders of
-        # 100k keys, thirteen pages' worth), and nothing else can fan the listing out: it starts
-        # with the first page, not after the first two. A prefix that fits in one page pays one
-        # request more for it (called off, not waited for).
+        # its index to group prefixes: many pages' worth of server time), and nothing else can
+        # fan the listing out: it starts with the first page, not after the first two. A prefix
+        # that fits in one page pays one request more for it (called off, not waited for).
         folders = _Folders()
         async with anyio.create_task_group() as discovery:
             discovery.start_soon(self._discover_root_folders, folders)
@@ -426,9 +424,9 @@ class Enumerator:
                 page = await self._list_page(key_range, token=token, max_keys=max_keys)
                 pages += 1
                 # Full pages from here on, even near the range's end: a request costs about the
-                # same whatever its max-keys (RGW: 12-15 ms of server CPU for 1 to 1000 keys;
-                # S3: one round trip), so a short page saves nothing and one guessed too short
-                # costs another request. The keys past the end are dropped.
+                # same whatever its max-keys (RGW's server time, S3's round trip), so a short
+                # page saves nothing and one guessed too short costs another request. The keys past
+                # the end are dropped.
                 max_keys = MAX_KEYS_PER_PAGE
                 records = page.records
                 after = key_range.start_after

@@ -49,7 +49,7 @@ BLOCK_END: Final = "\U0010ffff"
 # built from: cuts inside listed stretches are off by at most half that many keys.
 _SAMPLE_STRIDE: Final = 16
 # Until this many keys are listed every one is kept: the shards of a small prefix are small, and
-# a cut a stride off would unbalance them (47-key shards of 3,000 keys were 1.28x the mean).
+# a cut a stride off would unbalance them.
 _KEEP_EVERY_KEY_UP_TO: Final = 65_536
 # Characters past this position of a tail do not move it on the scale.
 _MAX_POSITIONS: Final = 160
@@ -62,9 +62,8 @@ _RATIO_CAP: Final = 1e30
 # bound. The bounds are only as good as the scale, which has no room for characters the sample
 # has not shown yet: after its first pages a bucket of random names looks as if its keys were
 # all in the little the sample has seen, and probes by bound alone would find the rest one
-# character per round. Measured on 1M keys (benchmarks/plan_balance.py): a quarter balanced
-# random Unicode names 3x better than none and cost regular layouts nothing; a half wasted
-# what a few outsized folders need.
+# character per round. A quarter is what balanced random names without costing regular layouts
+# or outsized folders (figures: benchmarks/results/design-figures-2026-12-03.md).
 _EXPLORE: Final = 4
 # Every this many pairs of neighbouring keys of a page show where characters end (``Alphabet``).
 _PAIR_STRIDE: Final = 8

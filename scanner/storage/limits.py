@@ -99,9 +99,9 @@ def limited(
     return call
 
 
-# The most requests in flight a scan takes. One process parses about 200-300k keys a second,
-# which some 100 requests in flight keep busy even at 300 ms a page; more only queue behind its
-# CPU (and every worker process shares the same total).
+# The most requests in flight a scan takes: well past what keeps one process's parsing busy even
+# at slow pages, beyond which requests only queue behind its CPU (and every worker process
+# shares the same total). Figures: benchmarks/results/design-figures-2026-12-03.md.
 MAX_CONCURRENCY: Final = 1024
 # Each request in flight holds a connection, and each key range may hold a spill file: about two
 # descriptors per unit of concurrency. The rest is for the interpreter, the output, the state,

@@ -1,7 +1,8 @@
 """ListObjectsV2 response bodies to ``ListPage``.
 
 A compiled regular expression over the body, not an XML parser: it is what keeps a 1000-key page
-near a millisecond of CPU (botocore's parser takes 60-70 ms). The body is still checked for the
+near a millisecond of CPU, where botocore's parser takes tens of milliseconds
+(benchmarks/results/design-figures-2026-12-03.md). The body is still checked for the
 things a regex could silently get wrong: an ``<Error>`` document (S3 sends those with status 200
 too), a body that is not a ListBucketResult, or one cut short (no closing tag), and the element
 counts must agree.
@@ -166,7 +167,7 @@ def _pattern_for(shape: _EntryShape) -> re.Pattern[str]:
     from the first field read to the last: no optional quotes or whitespace to try and no
     ``.*?`` to backtrack through. What lies around that stretch (``<Contents>``, RGW's trailing
     ``<Owner>`` and ``<Type>``) is left to the search for the next ``<Key>``, which skips text
-    several times faster than matching it would (a 1000-entry RGW page: 1.1 ms against 1.8).
+    faster than matching it would (figures: benchmarks/results/design-figures-2026-12-03.md).
     An entry of another shape does not match, and the page goes to the careful parser.
     """
     read = [index for index, name in enumerate(shape.layout) if name in _FIELDS]
