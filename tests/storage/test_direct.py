@@ -185,6 +185,8 @@ def test_the_page_source_keeps_the_secrets_to_scrub(monkeypatch: pytest.MonkeyPa
     source = S3PageSource(S3Location("bucket", ""), ConnectionConfig(region="us-east-1"))
     assert source._open_direct()
     assert set(source.secrets) == {SECRET_KEY, "the-token", ACCESS_KEY}
+    shown = repr(direct_request(S3Location("bucket", ""), ConnectionConfig(region="us-east-1")))
+    assert not any(secret in shown for secret in source.secrets)
 
 
 BASE = ConnectionConfig(region="us-east-1")

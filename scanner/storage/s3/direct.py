@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -59,16 +59,21 @@ _AWS_REGION: Final = re.compile(r"(us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d+")
 # point and Outposts aliases end in --x-s3, --op-s3...), no access point alias suffix.
 _PLAIN_BUCKET: Final = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]")
 _HOST: Final = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?")
-_IPV4: Final = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+# botocore's IPV4_PAT: such a host takes no bucket label.
+_IPV4: Final = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}")
 
 
 @dataclass(frozen=True, slots=True)
 class StaticCredentials:
-    """Environment credentials, shaped like botocore's (frozen or not) for ``sign``."""
+    """Environment credentials, shaped like botocore's (frozen or not) for ``sign``.
 
-    access_key: str
-    secret_key: str
-    token: str | None
+    Kept out of ``repr``: the scanner scrubs all three from what it prints, and a repr can end up
+    in a traceback or a debug log.
+    """
+
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    token: str | None = field(repr=False)
 
     async def get_frozen_credentials(self) -> StaticCredentials:
         return self
@@ -89,8 +94,10 @@ def direct_request(
     if any(name.startswith("AWS_") and name not in _KNOWN_VARIABLES for name in environ):
         return None
     credentials = _environment_credentials(environ)
+    if credentials is None or not _PLAIN_BUCKET.fullmatch(location.bucket):
+        return None
     profile = _default_profile(environ)
-    if credentials is None or profile is None or not _PLAIN_BUCKET.fullmatch(location.bucket):
+    if profile is None:
         return None
     region = _region(config, environ, profile)
     base_url = _base_url(location.bucket, region, config, environ) if region else None
