@@ -84,7 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, _, directory = tree.partition("=")
             for extra in extras:
                 label = f"{name} {extra}".strip()
-                command = [sys.executable, "-m", "scanner", "scan", "{bucket}", "-o", "{out}", *extra.split()]
+                # -P: without it ``-m`` puts the working directory first on sys.path, and every
+                # tree would run the scanner of the directory the harness was started in.
+                command = [
+                    sys.executable,
+                    "-P",
+                    "-m",
+                    "scanner",
+                    "scan",
+                    "{bucket}",
+                    "-o",
+                    "{out}",
+                    *extra.split(),
+                ]
                 tools.append((label, command, {"PYTHONPATH": str(Path(directory).resolve())}))
         if not args.no_obstore:
             script = str(PEERS / "obstore_list.py")

@@ -10,21 +10,15 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scanner.config import ConnectionConfig, OutputFormat, S3Location, ScanConfig, parse_s3_uri
 from scanner.errors import UsageError
 from scanner.keyspace import KeyRange
-from scanner.listing.plan import (
-    PLAN_WAIT,
-    Shard,
-    ShardPlanFile,
-    read_plan,
-    shared_plan,
-    write_plan,
-)
-from scanner.output.merge import merge_shards
 from scanner.storage.base import committing
+
+if TYPE_CHECKING:
+    from scanner.listing.plan import Shard, ShardPlanFile
 
 PARTS_HELP = (
     "cut the prefix into this many parts a shard, shard I taking parts I, I+COUNT, I+2*COUNT, ... "
@@ -109,26 +103,29 @@ def add_shard_commands(
 
 
 def shard_from_args(args: argparse.Namespace) -> Shard | None:
-    if args.shard:
-        return Shard.parse(args.shard)
     index, count = os.environ.get("JOB_COMPLETION_INDEX"), os.environ.get("SCANNER_SHARD_COUNT")
-    if index is not None and count is not None:
-        return Shard.parse(f"{index}/{count}")
-    return None
+    if not args.shard and (index is None or count is None):
+        return None
+    # start-up: plans (and their planning) load only for a sharded scan
+    from scanner.listing.plan import Shard
+
+    return Shard.parse(args.shard or f"{index}/{count}")
 
 
 def shard_ranges_from_args(
     args: argparse.Namespace, location: S3Location, connection: ConnectionConfig
 ) -> tuple[KeyRange, ...] | None:
     """The ranges ``scan --shard`` lists: shard INDEX's parts of the plan every shard shares."""
-    # each subcommand imports what only it uses: `scanner scan` and --version load none of it
-    import anyio
-
     shard = shard_from_args(args)
     if shard is None:
         if args.plan or args.create_plan:
             raise UsageError("--plan needs --shard INDEX/COUNT")
         return None
+    # each subcommand imports what only it uses: `scanner scan` and --version load none of it
+    import anyio
+
+    from scanner.listing.plan import PLAN_WAIT, read_plan, shared_plan
+
     if not args.plan:
         # Cut points a shard chose on its own would be its own: shards that each cut the key
         # space where they see fit overlap or leave keys out, so there is no plan-less mode.
@@ -176,7 +173,7 @@ def _plan(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     # each subcommand imports what only it uses: `scanner scan` and --version load none of it
     import anyio
 
-    from scanner.listing.plan import make_plan
+    from scanner.listing.plan import make_plan, write_plan
 
     if not args.uri:
         raise UsageError("no S3 URI given (scanner plan s3://BUCKET[/PREFIX] --shards N)")
@@ -237,6 +234,8 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 
     from scanner.cli.checks import check_output, output_compression
     from scanner.grouping import GroupingSpec
+    from scanner.listing.plan import read_plan
+    from scanner.output.merge import merge_shards
     from scanner.output.spec import OutputSpec
     from scanner.output.writers import page_encoder
     from scanner.run.outputs import open_writer

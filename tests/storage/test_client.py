@@ -37,3 +37,11 @@ def test_the_environment_endpoint_counts_without_one(monkeypatch: pytest.MonkeyP
     assert _may_use_tls() is False
     monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
     assert _may_use_tls() is True
+
+
+def test_the_default_ca_bundle_is_botocores() -> None:
+    from botocore.httpsession import get_cert_path
+
+    from scanner.storage.s3.client import _default_ca_bundle
+
+    assert _default_ca_bundle() == str(get_cert_path(True))

@@ -1,7 +1,8 @@
 """Signing ListObjectsV2 requests without the whole botocore request pipeline.
 
 The first request of a scan goes through the aiobotocore client, which resolves the endpoint
-(region rules, addressing style, FIPS and dual-stack settings, custom endpoints) and signs it.
+(region rules, addressing style, FIPS and dual-stack settings, custom endpoints) and signs it
+(unless ``direct`` can make the template itself, for static credentials and a plain endpoint).
 Its URL, up to the query, and its signing region then make a ``RequestTemplate``: later requests
 only change the query, so they are built and signed here with the session's (refreshing)
 credentials: SigV4 exactly as botocore's ``S3SigV4Auth`` writes it for a GET without a body
