@@ -5,9 +5,10 @@ right and cheap per request: credentials from every AWS source (environment, pro
 IRSA/web identity, instance roles, with refresh), region and endpoint rules, addressing style,
 request payer and SigV4. It hands back the signed request through its ``before-send`` event,
 and this module sends it with a plain aiohttp GET so the response never reaches botocore's XML
-parser (60-70 ms per 1000-key page against about 1 ms for ``parse``). When static credentials
-in the environment and a plain region and endpoint decide it all, ``direct`` makes the same
-request without importing botocore at all (0.3-0.5 s of start-up).
+parser, tens of times slower than ``parse``. When static credentials in the environment and a
+plain region and endpoint decide it all, ``direct`` makes the same request without importing
+botocore at all, most of start-up. (Figures: benchmarks/results/design-figures-2026-12-03.md,
+benchmarks/results/startup-2026-12-03.md.)
 
 Retries live here: transient statuses, throttling codes, dropped connections, timeouts and
 damaged bodies are retried with exponential backoff and full jitter, each attempt signed anew.
@@ -120,8 +121,8 @@ class S3PageSource:
     async def __aenter__(self) -> S3PageSource:
         self.limiter = AdaptiveLimiter(self.config.concurrency)
         self._limited_attempt = limited(self._attempt, self.limiter, _is_throttling)
-        # Loading a CA bundle takes some 40 ms with the GIL released: on a thread, it overlaps
-        # the client's set-up, which is Python through and through.
+        # Loading a CA bundle releases the GIL: on a thread, it overlaps the client's set-up (and
+        # aiohttp's import), which are Python through and through.
         tls = None
         if self._may_use_tls():
             tls = asyncio.ensure_future(asyncio.to_thread(_tls_context, self._ca_bundle()))
@@ -483,7 +484,7 @@ def _environment_endpoint() -> str | None:
 def _default_ca_bundle() -> str:
     """botocore's default CA bundle (``get_cert_path(True)``): certifi's, else its own copy."""
     try:
-        # start-up: certifi directly, not through botocore.httpsession (some 70 ms of imports)
+        # start-up: certifi directly, not through botocore.httpsession and its imports
         import certifi
     except ImportError:
         from botocore.httpsession import get_cert_path

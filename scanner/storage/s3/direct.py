@@ -1,10 +1,11 @@
 """The first request's template and credentials without botocore, when nothing else could decide them.
 
-Importing aiobotocore and creating its client costs 0.3-0.5 s of a scan's start-up, most of a scan
-of a small bucket. When the credentials are static ones in the environment and the region and
-endpoint are plain, what botocore would resolve is fully determined here, from the same sources in
-the same order (botocore 1.40's): ``--region``, then ``AWS_DEFAULT_REGION``, then the default
-profile's ``region``; ``--endpoint-url``, then ``AWS_ENDPOINT_URL_S3``, then ``AWS_ENDPOINT_URL``.
+Importing aiobotocore and creating its client is most of a scan's start-up, and of a scan of a
+small bucket (benchmarks/results/startup-2026-12-03.md). When the credentials are static ones in
+the environment and the region and endpoint are plain, what botocore would resolve is fully
+determined here, from the same sources in the same order (botocore 1.40's): ``--region``, then
+``AWS_DEFAULT_REGION``, then the default profile's ``region``; ``--endpoint-url``, then
+``AWS_ENDPOINT_URL_S3``, then ``AWS_ENDPOINT_URL``.
 
 Anything else botocore reads that could change the request sends the scan down botocore's path as
 before: a profile (``--profile``, ``AWS_PROFILE``), any other ``AWS_*`` variable (FIPS, dual-stack,

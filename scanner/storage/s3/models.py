@@ -1,10 +1,11 @@
 """botocore's data files (service models, endpoint rules) read with orjson.
 
 A client's set-up reads some 2.5 MB of JSON (the S3 model, its endpoint rules, and the
-1.2 MB legacy ``endpoints.json``). botocore parses it with ``json`` into ``OrderedDict``s:
-about 70 ms of a scan's start-up; orjson takes about 20 ms, and its plain dicts keep the same
-order. botocore asks its session for a ``data_loader`` component: this one reads files the same
-way (same search paths, same ``.json`` / ``.json.gz`` forms) and differs only in the parser.
+1.2 MB legacy ``endpoints.json``). botocore parses it with ``json`` into ``OrderedDict``s, a
+visible part of start-up; orjson takes a fraction of that (design-figures-2026-12-03.md in
+benchmarks/results), and its plain dicts keep the same order. botocore asks its session for a
+``data_loader`` component: this one reads files the same way (same search paths, same ``.json``
+/ ``.json.gz`` forms) and differs only in the parser.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ Its URL, up to the query, and its signing region then make a ``RequestTemplate``
 only change the query, so they are built and signed here with the session's (refreshing)
 credentials: SigV4 exactly as botocore's ``S3SigV4Auth`` writes it for a GET without a body
 (the tests compare the two byte for byte), the signing key derived once a day and region rather
-than four HMACs a request. That costs about 20 µs a request, against about 90-130 µs through
-botocore's signer and about 1 ms through the whole client.
+than four HMACs a request: a fraction of what botocore's signer costs, and far less than the
+whole client (figures: benchmarks/results/design-figures-2026-12-03.md).
 """
 
 from __future__ import annotations
