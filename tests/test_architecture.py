@@ -33,3 +33,18 @@ def test_every_module_named_exists() -> None:
         if not (PACKAGE / path).exists() and not (ROOT / path).exists() and path not in names
     ]
     assert missing == []
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycle between modules, counting imports inside functions and for type checks
+    (import-linter's contracts check the layers; this checks every module within them)."""
+    import grimp
+
+    graph = grimp.build_graph("scanner", include_external_packages=False)
+    cycles = [
+        (module, imported)
+        for module in sorted(graph.modules)
+        for imported in sorted(graph.find_modules_directly_imported_by(module))
+        if graph.chain_exists(importer=imported, imported=module)
+    ]
+    assert cycles == []

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 import anyio
 
 from scanner.config import Compression
 from scanner.errors import ScanError, UsageError
-
-if TYPE_CHECKING:
-    from scanner.output.sinks import Sink
+from scanner.storage.base import Upload
 
 __all__ = ["COMPRESSIONS", "CompressedSink", "Compression", "choose_compression", "decompressed"]
 
@@ -99,7 +97,7 @@ def _compressor(compression: Compression) -> _Compressor:
 class CompressedSink:
     """A sink whose bytes reach ``inner`` compressed."""
 
-    def __init__(self, inner: Sink, compression: Compression) -> None:
+    def __init__(self, inner: Upload, compression: Compression) -> None:
         self.inner = inner
         self.compression = compression
         self._compressor = _compressor(compression)

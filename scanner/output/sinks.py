@@ -26,7 +26,11 @@ _BUFFER: int = 1 << 20
 
 
 class Sink(Protocol):
-    """One output. ``commit`` makes it visible at its destination; ``abort`` leaves nothing."""
+    """One output. ``commit`` makes it visible at its destination; ``abort`` leaves nothing.
+
+    The same shape as ``scanner.storage.base.Upload`` (an S3 upload is a sink), which is what a
+    wrapper of any sink (``CompressedSink``) takes.
+    """
 
     async def open(self) -> None: ...
     async def write(self, chunk: bytes) -> None: ...
