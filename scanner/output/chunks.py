@@ -1,20 +1,21 @@
 """What moves from the listing to the writer: a chunk of output bytes, or a page of records.
 
 JSON Lines, CSV and Parquet are encoded where each page arrives (``PageHandler``), once, and move
-on as ``bytes``. Items lists and ``--state`` runs need the records themselves (to group keys into
-tasks, to compare them with a snapshot), so their pages move on as a ``RecordChunk`` and are
-never encoded for the writer to decode again.
+on as ``bytes``. ``--state`` runs need the records themselves (to compare them with a snapshot),
+so their pages move on as a ``RecordChunk``; items lists need only the keys (to group them into
+tasks), so theirs move on as a ``KeyChunk``, a fraction of the memory. Neither is encoded for
+the writer to decode again.
 
-A ``RecordChunk`` becomes bytes only to leave memory: into a spill file, a checkpoint's journal
-or a worker process's output file (``pack``: one JSON array of record arrays a line). On the
-way back out, ``Unpacker`` turns those bytes into records again before the writer sees them, so a
+They become bytes only to leave memory: into a spill file, a checkpoint's journal or a worker
+process's output file (``pack``: one JSON array a line, of record arrays or of keys). On the way
+back out, ``Unpacker`` turns those bytes into chunks again before the writer sees them, so a
 writer is handed one kind of chunk only, whichever way the page came.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Final, TypeAlias
+from typing import IO, Any, Final, TypeAlias
 
 import orjson
 
@@ -26,6 +27,8 @@ _FILE_BLOCK: Final = 1 << 20
 # its digits), time and ETag objects and their five column slots, some 330 bytes on CPython
 # 3.11. So a page of records counts against the memory budget for what it holds, as bytes do.
 _RECORD_WEIGHT: Final = 400
+# And a key alone: its string object and its slot in the list.
+_KEY_WEIGHT: Final = 64
 
 
 class RecordChunk:
@@ -43,7 +46,27 @@ class RecordChunk:
         return f"RecordChunk({list(self.records)!r})"
 
 
-Chunk: TypeAlias = bytes | RecordChunk
+class KeyChunk:
+    """A page's keys, for a writer that needs nothing else of its records (an items list)."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return f"KeyChunk({list(self.keys)!r})"
+
+
+def key_chunk(records: Sequence[ObjectRecord]) -> KeyChunk:
+    """The page encoder of an items list: the keys, as they are (no copy of the parser's column)."""
+    return KeyChunk(keys_of(records))
+
+
+Chunk: TypeAlias = bytes | RecordChunk | KeyChunk
 # What a block of packed bytes (read back from a file) is handed on as.
 BlockReader: TypeAlias = Callable[[bytes], Sequence[Chunk]]
 
@@ -52,6 +75,8 @@ def weight(chunk: Chunk) -> int:
     """What ``chunk`` counts against the memory budget: its bytes, or its records' estimate."""
     if isinstance(chunk, bytes):
         return len(chunk)
+    if isinstance(chunk, KeyChunk):
+        return _KEY_WEIGHT * len(chunk.keys) + sum(map(len, chunk.keys))
     return _RECORD_WEIGHT * len(chunk.records) + sum(map(len, keys_of(chunk.records)))
 
 
@@ -59,6 +84,8 @@ def pack(chunk: Chunk) -> bytes:
     """``chunk`` as bytes for a file: bytes as they are, records as one JSON line of arrays."""
     if isinstance(chunk, bytes):
         return chunk
+    if isinstance(chunk, KeyChunk):
+        return orjson.dumps(list(chunk.keys)) + b"\n" if chunk.keys else b""
     records = chunk.records
     if not records:
         return b""
@@ -83,8 +110,15 @@ def output_bytes(chunk: Chunk) -> bytes:
 
 def output_records(chunk: Chunk) -> Sequence[ObjectRecord]:
     """``chunk`` for a writer of records, which is never handed encoded bytes."""
-    assert isinstance(chunk, RecordChunk), "a writer of records was handed bytes"
+    assert isinstance(chunk, RecordChunk), "a writer of records was handed something else"
     return chunk.records
+
+
+def output_keys(chunk: Chunk) -> Sequence[str]:
+    """``chunk`` for a writer of keys (records will do too), which is never handed bytes."""
+    if isinstance(chunk, KeyChunk):
+        return chunk.keys
+    return keys_of(output_records(chunk))
 
 
 def as_is(block: bytes) -> Sequence[Chunk]:
@@ -108,13 +142,20 @@ class Unpacker:
             return ()
         # One parse for the block: JSON escapes every line break inside a string, so each line
         # is one array and joining them with commas makes one array of pages.
-        pages: list[list[list[object]]] = orjson.loads(b"[" + complete.replace(b"\n", b",") + b"]")
-        return [RecordChunk(records_from_rows(rows)) for rows in pages]
+        pages: list[list[Any]] = orjson.loads(b"[" + complete.replace(b"\n", b",") + b"]")
+        return [_unpacked(page) for page in pages]
 
     def finish(self) -> None:
         """Raise if the bytes ended inside a line (a file cut short)."""
         if self._partial:
             raise ScanError("a record file ends inside a page")
+
+
+def _unpacked(page: list[Any]) -> Chunk:
+    # Never empty (``pack`` writes nothing for an empty page): keys are strings, records arrays.
+    if isinstance(page[0], str):
+        return KeyChunk(page)
+    return RecordChunk(records_from_rows(page))
 
 
 def block_reader(carries_records: bool) -> BlockReader:

@@ -28,8 +28,8 @@ class OutputSpec:
     deletions: bool = False
     # A worker process's output: its chunks as they are, for the parent to finish.
     worker: bool = False
-    # The writer takes pages of records, not output bytes: items lists, and every ``--state``
-    # run (whose snapshot needs every record).
+    # The writer takes pages of keys or records, not output bytes: items lists, and every
+    # ``--state`` run (whose snapshot needs every record).
     carries_records: bool = False
 
     @classmethod

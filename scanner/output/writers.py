@@ -6,8 +6,8 @@ those chunks in key order and turns them into the output:
 - ``jsonl`` / ``csv``: the chunks are the output bytes; they go straight to the sink.
 - ``parquet``: the chunks are JSON Lines; ``scanner.output.parquet`` turns runs of them into row
   groups.
-- ``items``: the chunks are the pages' records (``RecordChunk``); the writer groups their keys
-  into RedBrick tasks as the ordered stream passes and encodes tasks into an items list, rolling
+- ``items``: the chunks are the pages' keys (``KeyChunk``); the writer groups them into RedBrick
+  tasks as the ordered stream passes and encodes tasks into an items list, rolling
   over to numbered files with ``--max-tasks-per-file``.
 
 Every file of an output is committed only after the whole scan succeeded, and all are aborted
@@ -22,7 +22,7 @@ from typing import BinaryIO, Protocol
 from anyio.streams.memory import MemoryObjectSendStream
 
 from scanner.grouping import GroupingSpec
-from scanner.output.chunks import Chunk, RecordChunk, output_bytes, output_records, pack
+from scanner.output.chunks import Chunk, key_chunk, output_bytes, output_keys, pack
 from scanner.output.items import ItemsListChunk, RollingItemsListEncoder, Task, TaskGrouper
 from scanner.output.sinks import Sink, open_sink
 from scanner.output.spec import OutputSpec
@@ -33,7 +33,6 @@ from scanner.records import (
     encode_csv,
     encode_csv_rows,
     encode_jsonl,
-    keys_of,
 )
 
 PageEncoder = Callable[[Sequence[ObjectRecord]], Chunk]
@@ -42,7 +41,7 @@ PageEncoder = Callable[[Sequence[ObjectRecord]], Chunk]
 def page_encoder(spec: OutputSpec) -> PageEncoder:
     """What a page becomes for the writer of ``spec``'s format (``--state`` aside)."""
     if spec.output_format == "items":
-        return RecordChunk
+        return key_chunk
     return encode_csv if spec.output_format == "csv" else encode_jsonl
 
 
@@ -149,7 +148,7 @@ class ItemsWriter:
         return self._sinks[index]
 
     async def write(self, chunk: Chunk) -> None:
-        tasks = self._kept(self._grouper.feed_keys(keys_of(output_records(chunk))))
+        tasks = self._kept(self._grouper.feed_keys(output_keys(chunk)))
         if tasks:
             await self._emit(self._encoder.encode_many(tasks))
 

@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 
 from scanner.errors import ScanError
 from scanner.output.chunks import (
+    KeyChunk,
     RecordChunk,
     Unpacker,
     as_is,
     block_reader,
     chunks_of_file,
     output_bytes,
+    output_keys,
     output_records,
     pack,
     weight,
@@ -50,6 +52,24 @@ def test_packed_pages_read_back_as_the_same_records_whatever_the_block_size(
 ) -> None:
     data = b"".join(pack(RecordChunk(page)) for page in pages)
     assert _unpacked_in_blocks(data, block) == [record for page in pages for record in page]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pages=st.lists(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=6), max_size=6),
+    block=st.integers(1, 100),
+)
+def test_packed_keys_read_back_as_keys_beside_records(pages: list[list[str]], block: int) -> None:
+    records = [ObjectRecord("r", 1, "t", "e", "S")]
+    data = b"".join(pack(KeyChunk(keys)) + pack(RecordChunk(records)) for keys in pages)
+    unpack = Unpacker()
+    found = [chunk for start in range(0, len(data), block) for chunk in unpack(data[start : start + block])]
+    unpack.finish()
+    assert [output_keys(chunk) for chunk in found if isinstance(chunk, KeyChunk)] == pages
+    assert [list(output_records(chunk)) for chunk in found if isinstance(chunk, RecordChunk)] == [
+        records
+    ] * len(pages)
+    assert pack(KeyChunk([])) == b""
 
 
 def test_parsed_columns_pack_as_their_records_do() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from scanner.config import ConnectionConfig, ScanConfig, parse_s3_uri
 from scanner.grouping import GroupingSpec
-from scanner.output.chunks import RecordChunk
+from scanner.output.chunks import KeyChunk
 from scanner.output.spec import OutputSpec
 from scanner.output.writers import make_writer, numbered_output, page_encoder
 from scanner.records import ObjectRecord
@@ -91,11 +91,11 @@ def test_items_writer_rolls_over_to_numbered_files(tmp_path: Path) -> None:
     assert (len(first), len(second)) == (3, 1)
 
 
-def test_items_writers_are_handed_the_pages_records() -> None:
+def test_items_writers_are_handed_the_pages_keys() -> None:
     config = _config(Path("items.json"), "items", grouping=GroupingSpec(mode="series"))
     chunk = page_encoder(OutputSpec.of(config))(PAGES[0])
-    assert isinstance(chunk, RecordChunk)
-    assert list(chunk.records) == PAGES[0]
+    assert isinstance(chunk, KeyChunk)
+    assert list(chunk.keys) == [record.key for record in PAGES[0]]
 
 
 @pytest.mark.parametrize(
