@@ -8,7 +8,7 @@ import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.output.chunks import Chunk, RecordChunk, Unpacker
+from scanner.output.chunks import Chunk, RecordChunk, Unpacker, output_bytes, output_records
 from scanner.output.external_sort import ExternalSort
 from scanner.output.ordering import OrderedOutput, Segment
 from scanner.records import ObjectRecord
@@ -20,20 +20,20 @@ def _chain(output: OrderedOutput, count: int) -> list[Segment]:
     return [output.first, *output.insert_after(output.first, bounds)]
 
 
-def _run(budget: int, chunks_per_segment: int, segments: int, seed: int) -> tuple[list[bytes], int]:
-    output = OrderedOutput(memory_budget=budget, head_limit=64)
-    chain = _chain(output, segments)
-    expected = [b"%03d-%03d;" % (s, c) for s in range(segments) for c in range(chunks_per_segment)]
-    written: list[bytes] = []
-    order = list(range(segments))
+def _drain_in_random_order(output: OrderedOutput, chunks: list[list[Chunk]], seed: int) -> list[Chunk]:
+    """Each segment's producer puts its chunks, producers started in a shuffled order; what the
+    writer was handed, in order."""
+    chain = _chain(output, len(chunks))
+    written: list[Chunk] = []
+    order = list(range(len(chunks)))
     random.Random(seed).shuffle(order)
 
-    async def write(block: bytes) -> None:
-        written.append(block)
+    async def write(chunk: Chunk) -> None:
+        written.append(chunk)
 
     async def produce(index: int) -> None:
-        for chunk in range(chunks_per_segment):
-            await output.put(chain[index], b"%03d-%03d;" % (index, chunk))
+        for chunk in chunks[index]:
+            await output.put(chain[index], chunk)
             await anyio.sleep(0)
         output.finish(chain[index])
 
@@ -45,7 +45,16 @@ def _run(budget: int, chunks_per_segment: int, segments: int, seed: int) -> tupl
         output.close()
 
     anyio.run(main)
-    assert b"".join(written) == b"".join(expected)
+    return written
+
+
+def _run(budget: int, chunks_per_segment: int, segments: int, seed: int) -> tuple[list[bytes], int]:
+    output = OrderedOutput(memory_budget=budget, head_limit=64)
+    chunks: list[list[Chunk]] = [
+        [b"%03d-%03d;" % (s, c) for c in range(chunks_per_segment)] for s in range(segments)
+    ]
+    written = [output_bytes(chunk) for chunk in _drain_in_random_order(output, chunks, seed)]
+    assert b"".join(written) == b"".join(output_bytes(chunk) for segment in chunks for chunk in segment)
     return written, output.spilled_bytes
 
 
@@ -59,30 +68,11 @@ def test_pages_of_records_come_out_as_records_in_order_through_spill(
     budget: int, segments: int, seed: int
 ) -> None:
     output = OrderedOutput(memory_budget=budget, head_limit=0, read_back=Unpacker())
-    chain = _chain(output, segments)
     pages = [[[_listed(s, 3 * page + i) for i in range(3)] for page in range(4)] for s in range(segments)]
-    seen: list[ObjectRecord] = []
-    order = list(range(segments))
-    random.Random(seed).shuffle(order)
-
-    async def write(chunk: Chunk) -> None:
-        assert isinstance(chunk, RecordChunk)
-        seen.extend(chunk.records)
-
-    async def produce(index: int) -> None:
-        for page in pages[index]:
-            await output.put(chain[index], RecordChunk(page))
-            await anyio.sleep(0)
-        output.finish(chain[index])
-
-    async def main() -> None:
-        async with anyio.create_task_group() as group:
-            group.start_soon(output.drain, write)
-            for index in order:
-                group.start_soon(produce, index)
-        output.close()
-
-    anyio.run(main)
+    chunks: list[list[Chunk]] = [[RecordChunk(page) for page in segment] for segment in pages]
+    seen = [
+        record for chunk in _drain_in_random_order(output, chunks, seed) for record in output_records(chunk)
+    ]
     assert seen == [record for segment in pages for page in segment for record in page]
     if budget == 0 and segments > 1:
         assert output.spilled_bytes > 0
