@@ -127,7 +127,7 @@ def as_is(block: bytes) -> Sequence[Chunk]:
 
 
 class Unpacker:
-    """Packed record lines, read back in blocks of any size, as record chunks.
+    """Packed lines (of keys or of records), read back in blocks of any size, as chunks again.
 
     A block may end inside a line (blocks are cut by size): the tail waits for the next one.
     """
@@ -167,5 +167,10 @@ def chunks_of_file(file: IO[bytes], read_back: BlockReader) -> Iterator[Chunk]:
     """What a file of packed chunks (a worker's output) holds, read a block at a time."""
     while block := file.read(_FILE_BLOCK):
         yield from read_back(block)
+    finish_reading(read_back)
+
+
+def finish_reading(read_back: BlockReader) -> None:
+    """Raise if packed bytes read back ended inside a line; output bytes may end anywhere."""
     if isinstance(read_back, Unpacker):
         read_back.finish()

@@ -28,7 +28,7 @@ from typing import IO, Final
 
 import anyio
 
-from scanner.output.chunks import BlockReader, Chunk, as_is, pack, weight
+from scanner.output.chunks import BlockReader, Chunk, as_is, finish_reading, pack, weight
 
 _READ_BLOCK: Final = 1 << 20
 
@@ -256,9 +256,7 @@ class OrderedOutput:
                 self.first = following
             segment = following
         self._head = None
-        finish = getattr(self._read_back, "finish", None)
-        if finish is not None:
-            finish()  # bytes read back that end inside a page are a file cut short
+        finish_reading(self._read_back)
         self._all_written.set()
 
     async def drained(self) -> None:
