@@ -238,10 +238,7 @@ async def main() -> None:
     connection = ConnectionConfig(endpoint_url=sys.argv[1], region="us-east-1", max_attempts=3)
     async with S3PageSource(S3Location(sys.argv[2], ""), connection) as source:
         await source.list_page(KeyRange(""))  # one request made: everything is loaded
-        await source._http.close()  # no connection to reuse
-        source._http = None
-        import aiohttp
-        source._http = aiohttp.ClientSession()
+        await source._http.close()  # no connection to reuse: the next request opens one
         held = []
         try:
             while True:

@@ -1,14 +1,14 @@
-"""ListObjectsV2 over HTTP: botocore prepares and signs, aiohttp sends, ``parse`` reads.
+"""ListObjectsV2 over HTTP: botocore prepares and signs, ``http`` sends, ``parse`` reads.
 
-aiobotocore (the session under aioboto3) stays in charge of everything that is hard to get
-right and cheap per request: credentials from every AWS source (environment, profiles, SSO,
-IRSA/web identity, instance roles, with refresh), region and endpoint rules, addressing style,
-request payer and SigV4. It hands back the signed request through its ``before-send`` event,
-and this module sends it with a plain aiohttp GET so the response never reaches botocore's XML
-parser, tens of times slower than ``parse``. When static credentials in the environment and a
-plain region and endpoint decide it all, ``direct`` makes the same request without importing
-botocore at all, most of start-up. (Figures: benchmarks/results/design-figures-2026-12-03.md,
-benchmarks/results/startup-2026-12-03.md.)
+aiobotocore (the session under aioboto3) stays in charge of everything that is hard to get right and
+cheap per request: credentials from every AWS source (environment, profiles, SSO, IRSA/web identity,
+instance roles, with refresh), region and endpoint rules, addressing style, request payer and SigV4.
+It hands back the signed request through its ``before-send`` event, and this module sends it with a
+plain GET (``http``: kept-alive asyncio streams, no aiohttp) so the response never reaches
+botocore's XML parser, tens of times slower than ``parse``. When static credentials in the
+environment and a plain region and endpoint decide it all, ``direct`` makes the same request without
+importing botocore at all, most of start-up. (Figures:
+benchmarks/results/design-figures-2026-12-03.md, benchmarks/results/startup-2026-12-03.md.)
 
 Retries live here: transient statuses, throttling codes, dropped connections, timeouts and
 damaged bodies are retried with exponential backoff and full jitter, each attempt signed anew.
@@ -25,8 +25,9 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from scanner import __version__
 from scanner.config import MAX_KEYS_PER_PAGE, ConnectionConfig, S3Location
 from scanner.errors import (
     TRANSIENT_CODES,
@@ -45,6 +46,7 @@ from scanner.keyspace import KeyRange
 from scanner.storage.base import ListPage
 from scanner.storage.limits import AdaptiveLimiter, limited, out_of_descriptors
 from scanner.storage.s3.direct import direct_request
+from scanner.storage.s3.http import ConnectFailed, ConnectionPool, HttpError, Response, TlsFailed
 from scanner.storage.s3.parse import (
     ErrorDocument,
     MalformedListing,
@@ -53,9 +55,6 @@ from scanner.storage.s3.parse import (
     parse_list_page,
 )
 from scanner.storage.s3.signing import RequestTemplate, sign, template_from
-
-if TYPE_CHECKING:
-    import aiohttp
 
 _BACKOFF_BASE: Final = 0.1
 _BACKOFF_CAP: Final = 10.0
@@ -106,7 +105,7 @@ class S3PageSource:
     stats: RequestStats = field(default_factory=RequestStats)
     _client: Any = None
     _client_context: Any = None
-    _http: aiohttp.ClientSession | None = None
+    _http: ConnectionPool | None = None
     # Clients opened for the bucket's region after a redirect (at most one): a redirect answered
     # to a request signed by an earlier client says nothing about the current one.
     _client_generation: int = 0
@@ -121,8 +120,8 @@ class S3PageSource:
     async def __aenter__(self) -> S3PageSource:
         self.limiter = AdaptiveLimiter(self.config.concurrency)
         self._limited_attempt = limited(self._attempt, self.limiter, _is_throttling)
-        # Loading a CA bundle releases the GIL: on a thread, it overlaps the client's set-up (and
-        # aiohttp's import), which are Python through and through.
+        # Loading a CA bundle releases the GIL: on a thread, it overlaps the client's set-up,
+        # which is Python through and through.
         tls = None
         if self._may_use_tls():
             tls = asyncio.ensure_future(asyncio.to_thread(_tls_context, self._ca_bundle()))
@@ -133,26 +132,12 @@ class S3PageSource:
             if tls is not None:
                 tls.add_done_callback(_ignore_outcome)
             raise
-        import aiohttp  # start-up: imported while the CA bundle is loading on its thread
-
-        ssl_context: ssl.SSLContext | bool = await tls if tls is not None else True
-
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self.config.connect_timeout,
-            sock_read=self.config.read_timeout,
-        )
-        connector = aiohttp.TCPConnector(
-            limit=self.config.concurrency + 4,
-            ssl=ssl_context,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-        )
-        self._http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            auto_decompress=True,
-            skip_auto_headers=("Accept-Encoding",),
+        self._http = ConnectionPool(
+            tls=await tls if tls is not None else None,
+            connect_timeout=self.config.connect_timeout,
+            read_timeout=self.config.read_timeout,
+            keep=self.config.concurrency + 4,
+            user_agent=f"bucket-scanner/{__version__}",
         )
         _settle_collector()
         return self
@@ -166,7 +151,7 @@ class S3PageSource:
     def _may_use_tls(self) -> bool:
         """False for a plain-HTTP endpoint and no ``--ca-bundle``: loading one would be wasted.
 
-        An ambient ``AWS_CA_BUNDLE`` cannot apply to plain HTTP, so it is not read then. (aiohttp
+        An ambient ``AWS_CA_BUNDLE`` cannot apply to plain HTTP, so it is not read then. (The pool
         would still verify against the system's CAs, were an HTTPS URL ever sent.) Without
         ``--endpoint-url``, the endpoint botocore takes from the environment counts: it wins over
         any in the config file.
@@ -349,45 +334,13 @@ class S3PageSource:
         return ScanError(message)
 
     async def _attempt(self, params: Mapping[str, Any], key_range: KeyRange) -> ListPage:
-        import aiohttp  # start-up: see __aenter__ (already loaded by then; a dict lookup)
-        from yarl import URL
-
         assert self._http is not None
         signed_url, headers = await self._signed(params)
         self.stats.requests += 1
-        # The URL is already percent-encoded and signed as it stands: aiohttp must not re-quote it.
-        url = URL(signed_url, encoded=True)
-        try:
-            async with self._http.get(url, headers=headers, allow_redirects=False) as response:
-                body = await response.read()
-                status = response.status
-                region = response.headers.get(_REGION_HEADER)
-                retry_after = response.headers.get("Retry-After", "")
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise EndpointError(
-                f"TLS certificate verification failed for {self._endpoint_name(signed_url)}: "
-                f"{redact(str(exc.certificate_error), self._secrets)} "
-                "(pass --ca-bundle for a private CA)"
-            ) from exc
-        except aiohttp.ClientConnectorSSLError as exc:
-            raise EndpointError(
-                f"TLS handshake with {self._endpoint_name(signed_url)} failed: "
-                f"{redact(str(exc.os_error), self._secrets)}"
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            if exc.os_error.errno in (errno.EMFILE, errno.ENFILE):
-                # Not the endpoint's fault, and no retry helps while the scan holds them all.
-                raise ScanError(
-                    out_of_descriptors(f"connecting to {self._endpoint_name(signed_url)}")
-                ) from exc
-            raise _Retry(
-                f"cannot connect to {self._endpoint_name(signed_url)}: "
-                f"{redact(exc.os_error.strerror or str(exc.os_error), self._secrets)}"
-            ) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-            raise _Retry(f"connection error ({kind})") from exc
-
+        response = await self._send(signed_url, headers)
+        body, status = response.body, response.status
+        region = response.headers.get(_REGION_HEADER)
+        retry_after = response.headers.get("retry-after", "")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -408,6 +361,36 @@ class S3PageSource:
                 ) from exc
         error = parse_error(text) or ErrorDocument(f"HTTP {status}", "")
         return self._raise_for_error(status, error, region, params, retry_after)
+
+    async def _send(self, signed_url: str, headers: Mapping[str, str]) -> Response:
+        """The answer to the signed GET; failures as ``_Retry`` or the error to stop with."""
+        assert self._http is not None
+        try:
+            return await self._http.get(signed_url, headers)
+        except TlsFailed as exc:
+            endpoint = self._endpoint_name(signed_url)
+            if exc.certificate:
+                raise EndpointError(
+                    f"TLS certificate verification failed for {endpoint}: "
+                    f"{redact(str(exc.error), self._secrets)} (pass --ca-bundle for a private CA)"
+                ) from exc
+            raise EndpointError(
+                f"TLS handshake with {endpoint} failed: {redact(str(exc.error), self._secrets)}"
+            ) from exc
+        except ConnectFailed as exc:
+            if exc.os_error.errno in (errno.EMFILE, errno.ENFILE):
+                # Not the endpoint's fault, and no retry helps while the scan holds them all.
+                raise ScanError(
+                    out_of_descriptors(f"connecting to {self._endpoint_name(signed_url)}")
+                ) from exc
+            raise _Retry(
+                f"cannot connect to {self._endpoint_name(signed_url)}: "
+                f"{redact(exc.os_error.strerror or str(exc.os_error), self._secrets)}"
+            ) from exc
+        except TimeoutError as exc:
+            raise _Retry("connection error (timed out)") from exc
+        except HttpError as exc:
+            raise _Retry(f"connection error ({exc})") from exc
 
     def _raise_for_error(
         self,
