@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from scanner import __version__
 from scanner.config import MAX_KEYS_PER_PAGE, ConnectionConfig, S3Location
 from scanner.errors import (
     TRANSIENT_CODES,
@@ -61,6 +60,8 @@ _BACKOFF_CAP: Final = 10.0
 _REGION_HEADER: Final = "x-amz-bucket-region"
 _CONNECT_ATTEMPTS: Final = 4
 _GC_THRESHOLD: Final = 20_000
+# Without the version: the package's __init__ imports the run layer, which imports this module.
+_USER_AGENT: Final = "bucket-scanner"
 _log = logging.getLogger("scanner.storage")
 
 
@@ -137,7 +138,7 @@ class S3PageSource:
             connect_timeout=self.config.connect_timeout,
             read_timeout=self.config.read_timeout,
             keep=self.config.concurrency + 4,
-            user_agent=f"bucket-scanner/{__version__}",
+            user_agent=_USER_AGENT,
         )
         _settle_collector()
         return self
