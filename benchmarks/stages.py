@@ -6,8 +6,9 @@ scanner's own code over every page, several rounds, and reports the median CPU t
 (``time.process_time``) per key:
 
 - ``sign``: one request's URL and SigV4 headers from the request template (``signing.sign``)
-- ``http``: the GET over aiohttp keep-alive (8 concurrent, as ``--concurrency`` does), the body
-  read and decoded; the endpoint runs in its own process, so this is the client's share only
+- ``http``: the GET over the scanner's own keep-alive client (``storage/s3/http.py``; 8 concurrent,
+  as ``--concurrency`` does), the body read and decoded; the endpoint runs in its own process, so
+  this is the client's share only. ``http (aiohttp)``: the same over aiohttp, for comparison
 - ``parse``: ``parse_list_page`` of the decoded body
 - ``count``: what ``PageHandler.select`` does with no filter (count, total size)
 - ``filter``: ``RecordFilter.select`` with an ``--include`` glob every key passes
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from benchmarks.layouts import LAYOUTS
@@ -61,30 +62,48 @@ def _median_us_per_key(run: Callable[[], object], keys: int, rounds: int) -> flo
     return statistics.median(times) / keys * 1e6
 
 
-async def _fetch_all(endpoint: str, bucket: str, queries: Sequence[dict[str, str]]) -> float:
-    import aiohttp
-    from yarl import URL
+async def _fetch_all(endpoint: str, bucket: str, queries: Sequence[dict[str, str]], client: str) -> float:
+    urls = [f"{endpoint}/{bucket}?list-type=2&" + "&".join(f"{k}={v}" for k, v in q.items()) for q in queries]
+    get, close = await _client(client)
+    await get(urls[0])  # connect outside the timing
+    started = time.process_time()
+    work = iter(urls)
 
-    urls = [
-        URL(f"{endpoint}/{bucket}?list-type=2&" + "&".join(f"{k}={v}" for k, v in q.items()), encoded=False)
-        for q in queries
-    ]
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=12)) as http:
-        async with http.get(urls[0]) as response:  # connect outside the timing
-            await response.read()
-        started = time.process_time()
-        work = iter(urls)
+    async def worker() -> None:
+        for url in work:
+            (await get(url)).decode("utf-8")
 
-        async def worker() -> None:
-            for url in work:
-                async with http.get(url) as response:
-                    (await response.read()).decode("utf-8")
-
-        await asyncio.gather(*(worker() for _ in range(8)))
-        return time.process_time() - started
+    await asyncio.gather(*(worker() for _ in range(8)))
+    elapsed = time.process_time() - started
+    await close()
+    return elapsed
 
 
-def _http(layout: str, keys: int, queries: Sequence[dict[str, str]], rounds: int) -> float:
+async def _client(
+    name: str,
+) -> tuple[Callable[[str], Awaitable[bytes]], Callable[[], Awaitable[None]]]:
+    if name == "aiohttp":
+        import aiohttp
+        from yarl import URL
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=12))
+
+        async def get_aiohttp(url: str) -> bytes:
+            async with session.get(URL(url, encoded=False)) as response:
+                return await response.read()
+
+        return get_aiohttp, session.close
+    from scanner.storage.s3.http import ConnectionPool
+
+    pool = ConnectionPool(tls=None, connect_timeout=10, read_timeout=60, keep=12, user_agent="stages")
+
+    async def get_pool(url: str) -> bytes:
+        return (await pool.get(url, {})).body
+
+    return get_pool, pool.close
+
+
+def _http(layout: str, keys: int, queries: Sequence[dict[str, str]], rounds: int, client: str) -> float:
     bucket = f"bench-{layout}-{keys}"
     server = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.synthetic_s3", "--buckets", bucket],
@@ -95,7 +114,7 @@ def _http(layout: str, keys: int, queries: Sequence[dict[str, str]], rounds: int
     try:
         assert server.stdout is not None
         endpoint = server.stdout.readline().split()[-1]
-        times = [asyncio.run(_fetch_all(endpoint, bucket, queries)) for _ in range(rounds)]
+        times = [asyncio.run(_fetch_all(endpoint, bucket, queries, client)) for _ in range(rounds)]
     finally:
         server.terminate()
         server.wait()
@@ -140,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: [sign(template, p, credentials) for p in params], keys, rounds
     )
     if not args.no_http:
-        results["http"] = _http(args.layout, args.keys, queries, rounds)
+        results["http"] = _http(args.layout, args.keys, queries, rounds, "scanner")
+        results["http (aiohttp)"] = _http(args.layout, args.keys, queries, rounds, "aiohttp")
     results["decode"] = _median_us_per_key(lambda: [b.decode("utf-8") for b in bodies], keys, rounds)
     results["parse"] = _median_us_per_key(
         lambda: [parse_list_page(t, delimited=False) for t in texts], keys, rounds
