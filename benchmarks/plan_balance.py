@@ -39,7 +39,7 @@ import anyio
 
 from benchmarks.layouts import LAYOUTS
 from scanner.listing.plan import plan_budget
-from scanner.listing.planning import Sampler, cut_points
+from scanner.listing.planning import Sample, Sampler, cut_points
 from tests.memory_source import MemoryBucket
 
 
@@ -79,20 +79,42 @@ def layout_keys(name: str, count: int) -> list[str]:
     return make(count)
 
 
+def worst_gaps(bucket: MemoryBucket, sample: Sample, count: int) -> list[str]:
+    """The ``count`` gaps of ``sample`` whose estimate is furthest from the keys they hold: where
+    a plan went wrong, and what the sampler believed there."""
+    rows = []
+    for gap in sample.gaps:
+        low = bisect.bisect_right(bucket.keys, gap.after)
+        high = len(bucket.keys) if gap.before is None else bisect.bisect_left(bucket.keys, gap.before)
+        rows.append((abs(high - low - gap.estimate), high - low, gap))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    return [
+        f"  gap {gap.after!r}..{gap.before!r}: holds {held:,}, estimated {gap.estimate:,.0f}"
+        for _, held, gap in rows[:count]
+    ]
+
+
 def measure(
-    keys: list[str], shards: int, budget: int | None = None, parallel: int = 16, parts_per_shard: int = 1
+    keys: list[str],
+    shards: int,
+    budget: int | None = None,
+    parallel: int = 16,
+    parts_per_shard: int = 1,
+    explain: int = 0,
 ) -> dict[str, float]:
     bucket = MemoryBucket(keys)
     parts = shards * parts_per_shard
 
-    async def plan() -> tuple[Sampler, list[str]]:
+    async def plan() -> tuple[Sampler, Sample]:
         sampler = Sampler(bucket, "", budget=budget or plan_budget(shards), parallel=parallel)
-        sample = await sampler.run()
-        return sampler, cut_points(sample, parts)[0]
+        return sampler, await sampler.run()
 
     started = time.perf_counter()
-    sampler, cuts = anyio.run(plan)
+    sampler, sample = anyio.run(plan)
+    cuts = cut_points(sample, parts)[0]
     seconds = time.perf_counter() - started
+    for line in worst_gaps(bucket, sample, explain):
+        print(line)
     bounds = [0, *(bisect.bisect_right(bucket.keys, cut) for cut in cuts), len(bucket.keys)]
     part_sizes = [high - low for low, high in itertools.pairwise(bounds)]
     sizes = [sum(part_sizes[shard::shards]) for shard in range(shards)]
@@ -116,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts-per-shard", type=int, action="append", help="parts a shard, round-robin (default 1)"
     )
+    parser.add_argument(
+        "--explain", type=int, default=0, metavar="N", help="print the N worst-estimated gaps of each plan"
+    )
     args = parser.parse_args(argv)
     names = args.layout or [*(name for base in [*LAYOUTS, *EXTRA] for name in (base, "archive/" + base))]
     header = (
@@ -138,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.shards or [4, 16, 64], args.parts_per_shard or [1]
             ):
                 budget = args.requests_per_shard * shards if args.requests_per_shard else None
-                result = measure(keys, shards, budget, parts_per_shard=per_shard)
+                result = measure(keys, shards, budget, parts_per_shard=per_shard, explain=args.explain)
                 worst = max(worst, result["ratio"])
                 print(
                     f"{name:20} {count:>9,} {shards:>6} {per_shard:>5} {result['ratio']:>12.3f} "
