@@ -23,9 +23,13 @@ class ScriptedServer:
         self.script = script
         self.connections = 0
         self.requests: list[bytes] = []
+        self.handlers: list[asyncio.Task[None]] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
         try:
             while True:
                 try:
@@ -65,6 +69,8 @@ def _run(script: Script, client: Callable[[str, ScriptedServer], Awaitable[None]
         port = server.sockets[0].getsockname()[1]
         async with server:
             await client(f"http://127.0.0.1:{port}/bucket?list-type=2&prefix=a%2Fb", served)
+            # The client has closed its connections: each handler sees the end and returns.
+            await asyncio.wait_for(asyncio.gather(*served.handlers), 5)
 
     asyncio.run(main())
     return served
@@ -184,6 +190,21 @@ def test_a_server_that_stalls_times_out() -> None:
     _run(lambda n: (b"HTTP/1.1 200 OK\r\n", False), client)
 
 
+def test_every_request_goes_to_its_own_target_with_or_without_a_path() -> None:
+    targets: list[str] = []
+
+    async def client(url: str, served: ScriptedServer) -> None:
+        origin = url.split("/bucket")[0]
+        pool = _pool()
+        for path in ("/bucket?a=1", "?prefix=x/y", "?prefix=x/z", "/other?b=2"):
+            await pool.get(origin + path, {})
+        await pool.close()
+        targets.extend(request.decode().split(" ")[1] for request in served.requests)
+
+    _run(lambda n: (_sized(b""), False), client)
+    assert targets == ["/bucket?a=1", "/?prefix=x/y", "/?prefix=x/z", "/other?b=2"]
+
+
 def test_a_refused_connection() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -205,6 +226,7 @@ def test_a_refused_connection() -> None:
         ("https://s3.amazonaws.com/b", "s3.amazonaws.com", 443, "s3.amazonaws.com", "/b"),
         ("https://h:8443", "h", 8443, "h:8443", "/"),
         ("http://h:9000?list-type=2", "h", 9000, "h:9000", "/?list-type=2"),
+        ("http://h?prefix=a/b", "h", 80, "h", "/?prefix=a/b"),
         ("http://[::1]:9000/b", "::1", 9000, "[::1]:9000", "/b"),
         ("HTTP://[fd00::2]/b", "fd00::2", 80, "[fd00::2]", "/b"),
     ],

@@ -1,13 +1,13 @@
 """ListObjectsV2 over HTTP: botocore prepares and signs, ``http`` sends, ``parse`` reads.
 
-aiobotocore (the session under aioboto3) stays in charge of everything that is hard to get right and
-cheap per request: credentials from every AWS source (environment, profiles, SSO, IRSA/web identity,
-instance roles, with refresh), region and endpoint rules, addressing style, request payer and SigV4.
-It hands back the signed request through its ``before-send`` event, and this module sends it with a
-plain GET (``http``: kept-alive asyncio streams, no aiohttp) so the response never reaches
-botocore's XML parser, tens of times slower than ``parse``. When static credentials in the
-environment and a plain region and endpoint decide it all, ``direct`` makes the same request without
-importing botocore at all, most of start-up. (Figures:
+aiobotocore (the session under aioboto3) stays in charge of everything that is hard to get right
+and cheap per request: credentials from every AWS source (environment, profiles, SSO, IRSA/web
+identity, instance roles, with refresh), region and endpoint rules, addressing style, request
+payer and SigV4. It hands back the signed request through its ``before-send`` event, and this
+module sends it with a plain GET (``http``: kept-alive asyncio streams, no aiohttp) so the
+response never reaches botocore's XML parser, tens of times slower than ``parse``. When static
+credentials in the environment and a plain region and endpoint decide it all, ``direct`` makes
+the same request without importing botocore at all, most of start-up. (Figures:
 benchmarks/results/design-figures-2026-12-03.md, benchmarks/results/startup-2026-12-03.md.)
 
 Retries live here: transient statuses, throttling codes, dropped connections, timeouts and

@@ -79,11 +79,11 @@ def _origin(url: str) -> tuple[_Origin, str]:
     scheme = scheme.lower()
     if not sep or scheme not in _DEFAULT_PORTS:
         raise ValueError(f"not an http(s) URL: {url[:40]!r}")
-    netloc, slash, target = rest.partition("/")
-    target = "/" + target if slash else "/"
-    if "?" in netloc:  # "http://host?query": no path
-        netloc, _, query = netloc.partition("?")
-        target = "/?" + query
+    # The host ends at the path or, without one, at the query ("http://host:9000?prefix=a/b").
+    ends = [at for at in (rest.find("/"), rest.find("?")) if at >= 0]
+    cut = min(ends) if ends else len(rest)
+    netloc, target = rest[:cut], rest[cut:]
+    target = target if target.startswith("/") else "/" + target
     host, port = netloc, _DEFAULT_PORTS[scheme]
     if netloc.startswith("["):
         bracketed, _, after = netloc.partition("]")
@@ -146,9 +146,12 @@ class ConnectionPool:
     def _split(self, url: str) -> tuple[_Origin, str]:
         # Every URL of a scan has one origin: parse its scheme and host once.
         cut = url.find("/", url.find("://") + 3)
-        base = url if cut < 0 else url[:cut]
+        query = url.find("?")
+        if cut < 0 or 0 <= query < cut:
+            return _origin(url)  # no path: the query follows the host (a "/" in it is no path)
+        base = url[:cut]
         known = self._origins.get(base)
-        if known is not None and cut >= 0:
+        if known is not None:
             return known, url[cut:]
         origin, target = _origin(url)
         self._origins[base] = origin
