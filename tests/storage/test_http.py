@@ -137,6 +137,22 @@ def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     assert served.connections == 2
 
 
+def test_a_kept_alive_connection_closed_as_the_request_arrives_is_retried_once_on_a_new_one() -> None:
+    bodies = {0: b"first", 2: b"second"}
+
+    async def client(url: str, _: ScriptedServer) -> None:
+        pool = _pool()
+        assert (await pool.get(url, {})).body == b"first"
+        assert (await pool.get(url, {})).body == b"second"
+        await pool.close()
+
+    # Request 1 arrives on the kept-alive connection and is dropped unanswered, as a server that
+    # closes an idle connection at that moment does; the client sends it again (request 2).
+    served = _run(lambda n: (_sized(bodies[n]), False) if n != 1 else (b"", True), client)
+    assert served.connections == 2
+    assert len(served.requests) == 3
+
+
 def test_a_body_cut_short_is_an_error_not_a_short_page() -> None:
     async def client(url: str, _: ScriptedServer) -> None:
         pool = _pool()

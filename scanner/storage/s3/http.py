@@ -128,6 +128,9 @@ class ConnectionPool:
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
+            if connection.reader.at_eof():
+                connection.close()  # the server's close has arrived already: no need to try it
+                continue
             answer = await self._exchange(connection, request, origin, reused=True)
             if answer is not None:
                 return answer
@@ -181,7 +184,7 @@ class ConnectionPool:
         except ssl.SSLError as exc:
             raise TlsFailed(exc) from exc
         except TimeoutError:
-            raise
+            raise  # an OSError too, kept apart: the caller tells a stall from a refusal
         except OSError as exc:
             raise ConnectFailed(exc) from exc
         return _Connection(reader, writer)
@@ -203,7 +206,7 @@ class ConnectionPool:
                 body = _decoded(body, headers["content-encoding"])
         except TimeoutError:
             connection.close()
-            raise
+            raise  # an OSError too, kept apart: the caller tells a stall from a broken connection
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             connection.close()
             if reused and not answered and not _partial(exc):
