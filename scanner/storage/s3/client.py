@@ -335,7 +335,6 @@ class S3PageSource:
         return ScanError(message)
 
     async def _attempt(self, params: Mapping[str, Any], key_range: KeyRange) -> ListPage:
-        assert self._http is not None
         signed_url, headers = await self._signed(params)
         self.stats.requests += 1
         response = await self._send(signed_url, headers)

@@ -216,7 +216,7 @@ class ConnectionPool:
             connection.close()
             raise HttpError(_what(exc)) from exc
         except BaseException:
-            # Cancelled or timed out mid-answer: the rest of it would come before the next one.
+            # Cancelled mid-answer: the rest of it would come before the next one.
             connection.close()
             raise
         if keep:
