@@ -18,7 +18,7 @@ import asyncio
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 # Large enough for any header block a server sends (the reader's limit bounds a line or header
 # block, not the body).
@@ -182,6 +182,7 @@ class ConnectionPool:
                     limit=_READ_LIMIT,
                 )
         except ssl.SSLError as exc:
+            _drop_unawaited_handshake_errors(asyncio.get_running_loop())
             raise TlsFailed(exc) from exc
         except TimeoutError:
             raise  # an OSError too, kept apart: the caller tells a stall from a refusal
@@ -309,3 +310,28 @@ def _decoded(body: bytes, encoding: str) -> bytes:
     except zlib.error as exc:
         raise ValueError(f"a damaged {encoding} body ({exc})") from None
     raise ValueError(f"content encoding {encoding!r}")
+
+
+class _HandshakeErrorFilter:
+    """A loop's exception handler that drops one report: a failed TLS handshake's error left in
+    a future that nothing awaits (the stream protocol's close waiter, under uvloop), which the
+    collector would otherwise print as a traceback beside the one line the caller reports. Every
+    other report goes to the handler the loop had."""
+
+    def __init__(self, previous: Any) -> None:
+        self._previous = previous
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        unawaited = context.get("message") == "Future exception was never retrieved"
+        if unawaited and isinstance(context.get("exception"), ssl.SSLError):
+            return
+        if self._previous is None:
+            loop.default_exception_handler(context)
+        else:
+            self._previous(loop, context)
+
+
+def _drop_unawaited_handshake_errors(loop: asyncio.AbstractEventLoop) -> None:
+    previous = loop.get_exception_handler()
+    if not isinstance(previous, _HandshakeErrorFilter):
+        loop.set_exception_handler(_HandshakeErrorFilter(previous))
