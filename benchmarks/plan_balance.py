@@ -30,46 +30,17 @@ from __future__ import annotations
 import argparse
 import bisect
 import itertools
-import random
 import sys
 import time
-from collections.abc import Callable
 
 import anyio
 
-from benchmarks.layouts import LAYOUTS
+from benchmarks.layouts import LAYOUTS, SHAPES
 from scanner.listing.plan import plan_budget
 from scanner.listing.planning import Sample, Sampler, cut_points
 from tests.memory_source import MemoryBucket
 
-
-def clustered(count: int) -> list[str]:
-    """Four folders with 20% of the keys each, at random places among folders of 10 keys."""
-    rng = random.Random(count)
-    tiny = count // 5 // 10
-    huge = set(rng.sample(range(tiny + 4), 4))
-    keys: list[str] = []
-    per_huge = (count - tiny * 10) // 4
-    for folder in range(tiny + 4):
-        size = per_huge if folder in huge else 10
-        keys += [f"{folder:07d}/{instance:08d}.dcm" for instance in range(size)]
-    return keys[:count]
-
-
-def dated(count: int) -> list[str]:
-    """Daily folders over ten years, each year holding twice as many keys as the one before."""
-    days = [
-        (year, month, day) for year in range(2015, 2025) for month in range(1, 13) for day in range(1, 29)
-    ]
-    weights = [2.0 ** (year - 2015) for year, _, _ in days]
-    scale = count / sum(weights)
-    keys: list[str] = []
-    for (year, month, day), weight in zip(days, weights, strict=True):
-        keys += [f"{year}/{month:02d}/{day:02d}/{n:06d}.jpg" for n in range(max(1, round(weight * scale)))]
-    return keys[:count]
-
-
-EXTRA: dict[str, Callable[[int], list[str]]] = {"clustered": clustered, "dated": dated}
+EXTRA = SHAPES
 
 
 def layout_keys(name: str, count: int) -> list[str]:

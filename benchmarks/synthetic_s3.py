@@ -67,7 +67,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from benchmarks.children import announce, fast_runner, listening_child
-from benchmarks.layouts import LAYOUTS
+from benchmarks.layouts import LAYOUTS, SHAPES
 
 Dialect = Literal["sorted", "walk", "directory"]
 DIALECTS: tuple[Dialect, ...] = ("sorted", "walk", "directory")
@@ -350,7 +350,7 @@ def bucket_spec(spec: str, default: Dialect = "sorted") -> tuple[str, Dialect, s
             base, dialect = head, tail
     if base != EMPTY:
         parts = base.split("-")
-        if len(parts) != 3 or parts[1] not in LAYOUTS or not parts[2].isdigit():
+        if len(parts) != 3 or parts[1] not in {**LAYOUTS, **SHAPES} or not parts[2].isdigit():
             raise ValueError(
                 f"bucket {spec!r}: not bench-LAYOUT-SIZE[-DIALECT] or bench-LAYOUT-SIZE--ZONE--x-s3 "
                 f"(layouts: {', '.join(LAYOUTS)}; dialects: {', '.join(DIALECTS)})"
@@ -363,7 +363,7 @@ def bucket_for(spec: str, default: Dialect = "sorted") -> AnyBucket:
     keys: list[str] = []
     if base != EMPTY:
         _, layout, size = base.split("-")
-        keys = LAYOUTS[layout](int(size))
+        keys = {**LAYOUTS, **SHAPES}[layout](int(size))
     return _CLASSES[dialect](name, keys)
 
 
@@ -388,8 +388,11 @@ def _header(head: bytes, name: bytes) -> str | None:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, buckets: Mapping[str, AnyBucket]) -> None:
+    def __init__(self, buckets: Mapping[str, AnyBucket], latency: float = 0.0) -> None:
         self._buckets = buckets
+        # Each answer goes out this many seconds after its request came in (in order: the same
+        # delay for every request of a connection), as a distant server's would.
+        self._latency = latency
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
 
@@ -404,11 +407,19 @@ class _Connection(asyncio.Protocol):
             status, body = self._answer(method, target, head)
             assert self._transport is not None
             reason = b"OK" if status == 200 else HTTPStatus(status).phrase.encode("ascii")
-            self._transport.write(
+            answer = (
                 b"HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
                 b"x-amz-request-id: synthetic\r\n\r\n%s"
                 % (status, reason, len(body), b"" if method == "HEAD" else body)
             )
+            if self._latency:
+                asyncio.get_running_loop().call_later(self._latency, self._send, answer)
+            else:
+                self._transport.write(answer)
+
+    def _send(self, answer: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(answer)
 
     def _answer(self, method: str, target: str, head: bytes) -> tuple[int, bytes]:
         parts = urlsplit(target)
@@ -436,13 +447,13 @@ class _Connection(asyncio.Protocol):
             return error.status, error.document()
 
 
-async def serve(names: Sequence[str], port: int, dialect: Dialect = "sorted") -> None:
+async def serve(names: Sequence[str], port: int, dialect: Dialect = "sorted", latency: float = 0.0) -> None:
     buckets: dict[str, AnyBucket] = {}
     for spec in dict.fromkeys([EMPTY, *names]):
         bucket = bucket_for(spec, dialect)
         buckets[bucket.name] = bucket
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Connection(buckets), "127.0.0.1", port)
+    server = await loop.create_server(lambda: _Connection(buckets, latency), "127.0.0.1", port)
     announce(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
     async with server:
         await server.serve_forever()
@@ -480,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="dialect of the buckets whose name does not choose one (default sorted)",
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="answer each request this much later (default 0)"
+    )
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.buckets.split(",") if name.strip()]
     for name in names:
@@ -488,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     with fast_runner() as runner:
-        runner.run(serve(names, args.port, args.dialect))
+        runner.run(serve(names, args.port, args.dialect, args.latency_ms / 1000))
     return 0
 
 

@@ -77,6 +77,19 @@ class ConnectionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedWork:
+    """What a pod of a sharded scan with ``--share-work`` needs: where the pods meet (a
+    directory or s3://BUCKET/PREFIX/), which pod it is, and the plan's parts."""
+
+    board: str
+    pod: int
+    pods: int
+    plan: str
+    parts: tuple[KeyRange, ...]
+    estimates: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ScanConfig:
     location: S3Location
     connection: ConnectionConfig
@@ -109,6 +122,8 @@ class ScanConfig:
     # With --shard: the ranges of the key space this scan lists (its parts of the plan), in
     # key order.
     shard_ranges: tuple[KeyRange, ...] | None = None
+    # With --share-work: the pods share the plan's parts at run time (``scanner.run.sharing``).
+    shared_work: SharedWork | None = None
     # Incremental runs: where the snapshot lives, and whether to emit only what changed.
     state: str | None = None
     changes_only: bool = False

@@ -37,7 +37,7 @@ from scanner.cli.shards import (
     add_shard_commands,
     run_shard_command,
     shard_from_args,
-    shard_ranges_from_args,
+    sharded_from_args,
 )
 from scanner.config import (
     DEFAULT_CONCURRENCY,
@@ -221,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--parts-per-shard", type=_positive_int, help="with --create-plan: " + PARTS_HELP)
     scan.add_argument(
+        "--share-work",
+        metavar="BOARD",
+        help="with --shard and --plan: the pods share the plan's parts while they run, through small "
+        "objects under BOARD (a directory or s3://BUCKET/PREFIX/, one per run), claiming parts with "
+        "conditional puts and handing over halves of parts to pods that ran out; the last pod merges "
+        "every part into --output",
+    )
+    scan.add_argument(
         "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"
     )
     _flag(scan, "--changes-only", help="with --state: emit only objects (or tasks) new or changed since then")
@@ -355,7 +363,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         **features_from_args(args, location, output_format),
     )
     config = _fit_profile(config)
-    return replace(config, shard_ranges=shard_ranges_from_args(args, location, connection))
+    return replace(config, **sharded_from_args(args, location, connection))
 
 
 def add_compress_argument(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from scanner.config import ConnectionConfig, OutputFormat, S3Location, ScanConfig, parse_s3_uri
 from scanner.errors import UsageError
-from scanner.keyspace import KeyRange
 from scanner.storage.base import committing
 
 if TYPE_CHECKING:
@@ -112,15 +111,65 @@ def shard_from_args(args: argparse.Namespace) -> Shard | None:
     return Shard.parse(args.shard or f"{index}/{count}")
 
 
-def shard_ranges_from_args(
+def sharded_from_args(
     args: argparse.Namespace, location: S3Location, connection: ConnectionConfig
-) -> tuple[KeyRange, ...] | None:
-    """The ranges ``scan --shard`` lists: shard INDEX's parts of the plan every shard shares."""
+) -> dict[str, Any]:
+    """``ScanConfig``'s ``shard_ranges`` (shard INDEX's parts of the plan every shard shares), or
+    with ``--share-work`` its ``shared_work`` (every part, shared at run time)."""
     shard = shard_from_args(args)
     if shard is None:
         if args.plan or args.create_plan:
             raise UsageError("--plan needs --shard INDEX/COUNT")
-        return None
+        if args.share_work:
+            raise UsageError("--share-work needs --shard INDEX/COUNT and --plan")
+        return {"shard_ranges": None}
+    if args.share_work:
+        check_shared_work(args)
+    plan = _shared_plan(args, shard, location, connection)
+    if not args.share_work:
+        return {"shard_ranges": tuple(plan.parts_of(shard))}
+    from scanner.config import SharedWork
+
+    work = SharedWork(
+        board=args.share_work,
+        pod=shard.index,
+        pods=shard.count,
+        plan=args.plan,
+        parts=tuple(plan.ranges),
+        estimates=tuple(plan.estimated_keys),
+    )
+    return {"shard_ranges": None, "shared_work": work}
+
+
+def check_shared_work(args: argparse.Namespace) -> None:
+    """What ``--share-work`` cannot be combined with, found before any request."""
+    refused = {
+        "--unordered": "the pieces are merged by key",
+        "--checkpoint": "a restarted pod resumes from the board",
+        "--state": "a snapshot of one pod would hold part of the bucket",
+        "--processes": "each pod lists its pieces in one process; give the Job more pods",
+    }
+    given = {
+        "--unordered": args.unordered,
+        "--checkpoint": args.checkpoint,
+        "--state": args.state,
+        "--processes": args.processes,
+    }
+    for option, why in refused.items():
+        if given[option]:
+            raise UsageError(f"--share-work cannot be used with {option}: {why}")
+    if args.output in (None, "-"):
+        raise UsageError("--share-work needs an --output file or s3://BUCKET/KEY: the last pod merges there")
+    board = args.share_work
+    parent = os.path.dirname(os.path.abspath(board))
+    if not board.startswith("s3://") and not os.path.isdir(parent):
+        raise UsageError(f"--share-work {board!r}: its parent directory does not exist")
+
+
+def _shared_plan(
+    args: argparse.Namespace, shard: Shard, location: S3Location, connection: ConnectionConfig
+) -> ShardPlanFile:
+    """The plan every shard uses: read from --plan, or made there first with --create-plan."""
     # each subcommand imports what only it uses: `scanner scan` and --version load none of it
     import anyio
 
@@ -139,6 +188,7 @@ def shard_ranges_from_args(
             raise UsageError("--create-plan needs an s3://BUCKET/KEY plan: the shards share it")
         # The first shard makes the plan; the others give it time to before they make one.
         wait = 0.0 if shard.index == 0 else PLAN_WAIT
+        plan: ShardPlanFile
         plan, _ = anyio.run(
             functools.partial(shared_plan, wait=wait, parts_per_shard=args.parts_per_shard or 1),
             args.plan,
@@ -147,12 +197,11 @@ def shard_ranges_from_args(
             shard.count,
             backend="asyncio",
         )
-    else:
-        found = anyio.run(read_plan, args.plan, location, connection, backend="asyncio")
-        if found is None:
-            raise UsageError(f"there is no shard plan at {args.plan} (add --create-plan to make one there)")
-        plan = found
-    return tuple(plan.parts_of(shard))
+        return plan
+    found = anyio.run(read_plan, args.plan, location, connection, backend="asyncio")
+    if found is None:
+        raise UsageError(f"there is no shard plan at {args.plan} (add --create-plan to make one there)")
+    return found
 
 
 def run_shard_command(args: argparse.Namespace, connection_from_args: Callable[..., ConnectionConfig]) -> int:

@@ -80,7 +80,8 @@ class OutputSlot(Protocol):
 
 
 class HandOver(Protocol):
-    """Takes whole ranges off this process (to worker processes) while it is CPU-bound."""
+    """Takes whole ranges off this process: to worker processes while it is CPU-bound, or to
+    other pods of a sharded scan that have run out of work (``scanner.run.sharing``)."""
 
     def wants(self, remaining_keys: float) -> bool: ...
 

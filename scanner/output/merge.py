@@ -23,17 +23,30 @@ from scanner.keyspace import KeyRange
 from scanner.output.compression import decompressed
 from scanner.records import ObjectRecord
 
-# Shard outputs are read in blocks of this size, one block per input at a time.
+# Shard outputs are read in blocks of this size, one block per input at a time; with many inputs
+# (a shared scan's pieces) the blocks shrink so that all of them together stay within the budget.
 _MERGE_BLOCK: Final = 256 * 1024
+_SMALLEST_BLOCK: Final = 16 * 1024
+_BLOCKS_BUDGET: Final = 32 * 1024 * 1024
+
+
+def block_size(inputs: int) -> int:
+    """The block each of ``inputs`` inputs is read in."""
+    return min(_MERGE_BLOCK, max(_SMALLEST_BLOCK, _BLOCKS_BUDGET // max(inputs, 1)))
+
+
 MANIFEST_FORMAT: Final = "bucket-scanner-parts-manifest"
 
 
 async def _lines(
-    path: str, connection: ConnectionConfig, seen: Callable[[bytes], None] | None = None
+    path: str,
+    connection: ConnectionConfig,
+    seen: Callable[[bytes], None] | None = None,
+    size: int = _MERGE_BLOCK,
 ) -> AsyncGenerator[bytes, None]:
     """The lines of a JSON Lines file or S3 object, read a block at a time (each block also
     handed to ``seen``)."""
-    async with _blocks(path, connection) as raw, aclosing(decompressed(raw, path)) as blocks:
+    async with _blocks(path, connection, size) as raw, aclosing(decompressed(raw, path)) as blocks:
         pending = b""
         async for block in blocks:
             if seen is not None:
@@ -47,10 +60,10 @@ async def _lines(
 
 
 @asynccontextmanager
-async def _blocks(path: str, connection: ConnectionConfig) -> AsyncIterator[AsyncIterator[bytes]]:
+async def _blocks(path: str, connection: ConnectionConfig, size: int) -> AsyncIterator[AsyncIterator[bytes]]:
     """A shard output's blocks, from a file or through the ``ObjectStore``."""
     if not path.startswith("s3://"):
-        async with aclosing(_file_blocks(path)) as blocks:
+        async with aclosing(_file_blocks(path, size)) as blocks:
             yield blocks
         return
     # Start-up: the CLI imports this module for every command; only S3 inputs need the store.
@@ -58,29 +71,32 @@ async def _blocks(path: str, connection: ConnectionConfig) -> AsyncIterator[Asyn
 
     where = parse_s3_object_uri(path)
     objects = S3ObjectStore(where.bucket, connection, role="input", what="the shard output")
-    async with objects.read(where.prefix, _MERGE_BLOCK) as blocks:
+    async with objects.read(where.prefix, size) as blocks:
         if blocks is None:
             raise UsageError(f"cannot read {path!r}: no such object")
         yield blocks
 
 
-async def _file_blocks(path: str) -> AsyncGenerator[bytes, None]:
+async def _file_blocks(path: str, size: int) -> AsyncGenerator[bytes, None]:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the generator
     except OSError as exc:
         raise UsageError(f"cannot read {path!r}: {exc.strerror}") from None
     with handle:
-        while block := handle.read(_MERGE_BLOCK):
+        while block := handle.read(size):
             yield block
 
 
 async def _records(
-    path: str, connection: ConnectionConfig, seen: Callable[[bytes], None] | None = None
+    path: str,
+    connection: ConnectionConfig,
+    seen: Callable[[bytes], None] | None = None,
+    size: int = _MERGE_BLOCK,
 ) -> AsyncGenerator[ObjectRecord, None]:
     number = 0
     # Closed here, not left to the garbage collector: an input given up early (a merge that
     # refuses) still closes its download in this task.
-    async with aclosing(_lines(path, connection, seen)) as lines:
+    async with aclosing(_lines(path, connection, seen, size)) as lines:
         async for line in lines:
             number += 1
             try:
@@ -102,6 +118,7 @@ async def merge_shards(
     connection: ConnectionConfig,
     ranges: Sequence[KeyRange] | None = None,
     owners: Sequence[int] | None = None,
+    holds: Sequence[Callable[[str], bool]] | None = None,
 ) -> AsyncIterator[ObjectRecord]:
     """Records of key-ordered JSON Lines shard outputs (files or S3 objects), merged by key.
 
@@ -110,8 +127,11 @@ async def merge_shards(
     to (``owners``; default: part ``i`` is shard ``i``), each input must also hold keys of one
     shard's parts only, and no two inputs the same shard: outputs of different runs or plans are
     told apart from a complete set (in whatever order the inputs come, ``shard-10`` sorting
-    before ``shard-2`` included).
+    before ``shard-2`` included). Given ``holds`` (one a path: whether a key belongs in that
+    input, as a shared scan's pieces know), every key is checked against its input's.
     """
+    if holds is not None and len(holds) != len(paths):
+        raise UsageError(f"{len(holds)} checks were given for {len(paths)} inputs")
     if ranges is not None:
         owners = list(owners) if owners is not None else list(range(len(ranges)))
         if len(owners) != len(ranges):
@@ -125,7 +145,8 @@ async def merge_shards(
     def shard_of(key: str) -> int:
         return part_owners[bisect.bisect_left(ends, key)]
 
-    streams = [_records(path, connection) for path in paths]
+    size = block_size(len(paths))
+    streams = [_records(path, connection, size=size) for path in paths]
     heap: list[tuple[str, int, ObjectRecord]] = []
     owner: dict[int, int] = {}  # shard -> the input that holds it
     try:
@@ -151,6 +172,8 @@ async def merge_shards(
                 raise ScanError(
                     f"{paths[index]} holds keys of shards {shards[index]} and {shard_of(key)} of the plan"
                 )
+            if holds is not None and not holds[index](key):
+                raise ScanError(f"{paths[index]} holds key {key!r}, which is outside its part of the scan")
             previous = key
             yield record
             following = await anext(streams[index], None)

@@ -6,6 +6,8 @@ How a scan runs is a ``Strategy`` chosen from its config, once:
   CPU-bound, ``scanner.run.offload``);
 - ``WorkerProcesses``: ``--processes N`` workers from the start (``scanner.run.processes``);
 - ``ShardOfPlan``: one shard of a shared plan (``--shard i/n --plan``);
+- ``SharedPieces``: one pod of a sharded scan whose pods share the plan's parts while they run
+  (``--share-work``, ``scanner.run.sharing``);
 - ``Resume``: a scan journaled to ``--checkpoint``, resumed from it when one is there;
 - ``Incremental``: a scan that also writes the ``--state`` snapshot (and with ``--changes-only``
   emits only changes).
@@ -114,6 +116,18 @@ class ShardOfPlan:
 
 
 @dataclass(frozen=True)
+class SharedPieces:
+    name: str = "pod of a shared scan"
+
+    def __call__(self, config: ScanConfig, loop: Runner, live: ScanSummary) -> ScanSummary:
+        # Start-up: only a shared scan loads the board and the merge.
+        from scanner.run.sharing import share_work
+
+        summary: ScanSummary = loop(share_work, config, live)
+        return summary
+
+
+@dataclass(frozen=True)
 class WorkerProcesses:
     name: str = "worker processes"
 
@@ -123,6 +137,8 @@ class WorkerProcesses:
 
 def strategy_for(config: ScanConfig) -> Strategy:
     """How ``config`` runs. A shard, a checkpoint and a snapshot each need one ordered process."""
+    if config.shared_work is not None:
+        return SharedPieces()
     if config.shard_ranges is not None:
         return ShardOfPlan()
     if config.checkpoint is not None:

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import IO
+from typing import IO, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -26,7 +26,7 @@ from scanner.config import ScanConfig
 from scanner.errors import FolderPrefixRequired, ScanError, ServerOrderDiffers
 from scanner.keyspace import KeyRange
 from scanner.listing.dialect import ServerProfile, check_profile
-from scanner.listing.enumerate import Enumerator, OutputSlot, PageSource
+from scanner.listing.enumerate import Enumerator, HandOver, OutputSlot, PageSource
 from scanner.listing.walk import EmitFn, TreeWalk
 from scanner.output.chunks import Chunk, block_reader, chunks_of_file
 from scanner.output.external_sort import ExternalSort
@@ -35,7 +35,7 @@ from scanner.output.ordering import OrderedOutput, Segment
 from scanner.output.spec import OutputSpec
 from scanner.output.writers import Writer
 from scanner.records import ObjectRecord, RecordColumns
-from scanner.run.offload import Offloader, offloading
+from scanner.run.offload import offloading
 from scanner.run.outputs import open_writer
 from scanner.run.summary import PageHandler, PageSpec, ScanSummary, finish_summary
 from scanner.storage.limits import AdaptiveLimiter
@@ -43,6 +43,13 @@ from scanner.storage.s3.client import S3PageSource
 
 # Makes the writer of a scan whose output is not ``config.output`` (the library API's).
 WriterFactory = Callable[[], Writer]
+
+
+class SharedHandOver(HandOver, Protocol):
+    """A ``HandOver`` that gives parts of ranges to other pods: their slots stay empty here."""
+
+    def attach(self, finish: Callable[[OutputSlot], None]) -> None: ...
+
 
 _UNORDERED_BUFFER = 32
 _SORT_BUDGET_SHARE = 3
@@ -55,13 +62,16 @@ async def run_scan(
     ranges: Sequence[KeyRange] | None = None,
     summary: ScanSummary | None = None,
     writer: WriterFactory | None = None,
+    hand_over: SharedHandOver | None = None,
 ) -> ScanSummary:
     """Scan ``config.location`` (or only ``ranges`` of it) into ``config.output``.
 
     The output is complete or absent. ``summary``, when given, is filled in as the scan goes
     (for progress reports). ``writer``, when given, makes the writer instead of
     ``config.output``: the library API's, which hands the chunks on to Python code and, like
-    standard output, cannot take back what it handed on.
+    standard output, cannot take back what it handed on. ``hand_over``, when given, takes parts
+    of ranges off this scan for other pods (``scanner.run.sharing``); each part it takes stays
+    empty in this output.
     """
     started = time.perf_counter()
     summary = summary if summary is not None else ScanSummary()
@@ -75,9 +85,13 @@ async def run_scan(
                 if source is None:
                     async with S3PageSource(config.location, config.connection) as s3:
                         summary.requests = s3.stats
-                        await _scan_by_profile(config, profile, s3, output, summary, ranges, checkpoint)
+                        await _scan_by_profile(
+                            config, profile, s3, output, summary, ranges, checkpoint, hand_over
+                        )
                 else:
-                    await _scan_by_profile(config, profile, source, output, summary, ranges, checkpoint)
+                    await _scan_by_profile(
+                        config, profile, source, output, summary, ranges, checkpoint, hand_over
+                    )
             except BaseException as exc:
                 if not limit_reached(exc):
                     raise
@@ -152,6 +166,7 @@ async def _scan_by_profile(
     summary: ScanSummary,
     ranges: Sequence[KeyRange] | None,
     checkpoint: Checkpoint | None,
+    hand_over: SharedHandOver | None = None,
 ) -> None:
     """Ranges where the server keeps byte order, else the tree walk; switch at the first sign."""
     differs: ServerOrderDiffers | None = None
@@ -168,7 +183,7 @@ async def _scan_by_profile(
     )
     if profile.ranged:
         try:
-            await _scan_into(config, source, output, summary, ranges, checkpoint)
+            await _scan_into(config, source, output, summary, ranges, checkpoint, hand_over)
             return
         except BaseException as exc:
             differs = order_differs(exc)
@@ -312,12 +327,14 @@ async def _scan_into(
     summary: ScanSummary,
     ranges: Sequence[KeyRange] | None,
     checkpoint: Checkpoint | None = None,
+    hand_over: SharedHandOver | None = None,
 ) -> None:
     """List by key ranges (the server lists in byte order) into ``output_to``."""
     handle = PageHandler(PageSpec.of(config), summary)
     if config.ordered:
-        await _OrderedRanges(config, source, output_to, summary, handle, checkpoint).run(ranges)
+        await _OrderedRanges(config, source, output_to, summary, handle, checkpoint, hand_over).run(ranges)
     else:
+        assert hand_over is None, "parts handed to other pods leave holes only an ordered output keeps"
         await _unordered_ranges(config, source, output_to, summary, handle, ranges)
     handle.finish()
 
@@ -339,8 +356,10 @@ class _OrderedRanges:
         summary: ScanSummary,
         handle: PageHandler,
         checkpoint: Checkpoint | None,
+        hand_over: SharedHandOver | None = None,
     ) -> None:
         self._config = config
+        self._hand_over = hand_over
         self._source = source
         self._output_to = output_to
         self._summary = summary
@@ -365,7 +384,10 @@ class _OrderedRanges:
         )
         try:
             async with offload as offloader:
-                enumerator = self._enumerator(offloader)
+                if self._hand_over is not None:
+                    # A part another pod lists is complete here: it holds nothing of this output.
+                    self._hand_over.attach(lambda slot: self._finish_slot(slot, True))
+                enumerator = self._enumerator(self._hand_over or offloader)
                 if restored is not None:
                     self._handle.restore(restored.counters)
                     for segment in restored.complete:
@@ -379,7 +401,7 @@ class _OrderedRanges:
             self._summary.spilled_bytes = output.spilled_bytes
             output.close()
 
-    def _enumerator(self, offloader: Offloader | None) -> Enumerator:
+    def _enumerator(self, offloader: HandOver | None) -> Enumerator:
         enumerator = Enumerator(
             self._source,
             KeyRange(self._config.location.prefix, self._config.start_after),

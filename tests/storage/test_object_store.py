@@ -8,6 +8,7 @@ scanner does there is in the README), never skipped silently.
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator
 
 import anyio
@@ -15,6 +16,7 @@ import pytest
 
 from scanner.config import ConnectionConfig
 from scanner.storage.base import ObjectStore
+from scanner.storage.directory import DirectoryObjectStore
 from scanner.storage.memory import MemoryObjectStore
 from scanner.storage.s3.store import S3ObjectStore
 from tests.conftest import ALL_SERVERS
@@ -24,10 +26,15 @@ from tests.conftest import ALL_SERVERS
 IGNORES_IF_NONE_MATCH: frozenset[str] = frozenset({"rclone", "juicefs", "s3rver"})
 
 
-@pytest.fixture(params=("memory", *ALL_SERVERS))
-def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+@pytest.fixture(params=("memory", "directory", *ALL_SERVERS))
+def store(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> Iterator[ObjectStore]:
     if request.param == "memory":
         yield MemoryObjectStore()
+        return
+    if request.param == "directory":
+        yield DirectoryObjectStore(str(tmp_path / "objects"))
         return
     target = request.getfixturevalue(f"{request.param}_target")
     target.use_in(monkeypatch)
