@@ -20,7 +20,9 @@ endpoint, an S3 prefix on RGW), whose last pod merges: the figures are then each
 (from the board's done records) and wall time, the job's wall time including the merge, and
 first the same plan run statically (``--shard`` alone) for comparison. ``--requests`` gives the
 plan a budget of its own (a small one leaves regions misjudged, as a plan of a billion keys
-would); ``--latency-ms`` delays the synthetic endpoint's answers.
+would); ``--latency-ms`` delays the synthetic endpoint's answers and ``--concurrency`` sets the requests
+each pod keeps in flight: together they make pods that wait on the server, not on two shared
+cores, as pods of a large scan on their own cores do.
 
     python -m benchmarks.sharded_run --layout clustered --keys 1000000 --shards 4 \
         --parts-per-shard 4 --requests 64 --share-work --latency-ms 20
@@ -146,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help="the plan's request budget (default: scanner plan's)")
     parser.add_argument("--share-work", action="store_true", help="also run the pods with --share-work")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="synthetic endpoint: answer this late")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="requests in flight per pod (SCANNER_CONCURRENCY; default the scanner's)",
+    )
     args = parser.parse_args(argv)
     print(
         f"machine: {os.cpu_count()} cores, {' '.join(platform.uname())}, Python {platform.python_version()}"
@@ -154,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _target(args.target, args.layout, args.keys, args.latency_ms) as (uri, env, client),
         tempfile.TemporaryDirectory() as tmp,
     ):
+        if args.concurrency:
+            env = {**env, "SCANNER_CONCURRENCY": str(args.concurrency)}
         if client is not None:
             out = f"bench-shards-{int(time.time())}"
             client.create_bucket(Bucket=out)

@@ -147,13 +147,13 @@ def check_shared_work(args: argparse.Namespace) -> None:
         "--unordered": "the pieces are merged by key",
         "--checkpoint": "a restarted pod resumes from the board",
         "--state": "a snapshot of one pod would hold part of the bucket",
-        "--processes": "each pod lists its pieces in one process; give the Job more pods",
+        "--processes": "each pod lists its pieces in one process (more than 1 given); give it more pods",
     }
     given = {
         "--unordered": args.unordered,
         "--checkpoint": args.checkpoint,
         "--state": args.state,
-        "--processes": args.processes,
+        "--processes": isinstance(args.processes, int) and args.processes > 1,
     }
     for option, why in refused.items():
         if given[option]:

@@ -118,7 +118,6 @@ async def merge_shards(
     connection: ConnectionConfig,
     ranges: Sequence[KeyRange] | None = None,
     owners: Sequence[int] | None = None,
-    holds: Sequence[Callable[[str], bool]] | None = None,
 ) -> AsyncIterator[ObjectRecord]:
     """Records of key-ordered JSON Lines shard outputs (files or S3 objects), merged by key.
 
@@ -127,11 +126,8 @@ async def merge_shards(
     to (``owners``; default: part ``i`` is shard ``i``), each input must also hold keys of one
     shard's parts only, and no two inputs the same shard: outputs of different runs or plans are
     told apart from a complete set (in whatever order the inputs come, ``shard-10`` sorting
-    before ``shard-2`` included). Given ``holds`` (one a path: whether a key belongs in that
-    input, as a shared scan's pieces know), every key is checked against its input's.
+    before ``shard-2`` included).
     """
-    if holds is not None and len(holds) != len(paths):
-        raise UsageError(f"{len(holds)} checks were given for {len(paths)} inputs")
     if ranges is not None:
         owners = list(owners) if owners is not None else list(range(len(ranges)))
         if len(owners) != len(ranges):
@@ -172,8 +168,6 @@ async def merge_shards(
                 raise ScanError(
                     f"{paths[index]} holds keys of shards {shards[index]} and {shard_of(key)} of the plan"
                 )
-            if holds is not None and not holds[index](key):
-                raise ScanError(f"{paths[index]} holds key {key!r}, which is outside its part of the scan")
             previous = key
             yield record
             following = await anext(streams[index], None)
@@ -184,6 +178,74 @@ async def merge_shards(
     finally:
         for stream in streams:
             await stream.aclose()
+
+
+class _Input:
+    """One input's records, opened when first needed, with one record looked at and put back."""
+
+    def __init__(self, path: str, connection: ConnectionConfig, size: int) -> None:
+        self.path = path
+        self._connection = connection
+        self._size = size
+        self._stream: AsyncGenerator[ObjectRecord, None] | None = None
+        self._next: ObjectRecord | None = None
+        self.ended = False
+
+    async def peek(self) -> ObjectRecord | None:
+        if self._next is None and not self.ended:
+            if self._stream is None:
+                self._stream = _records(self.path, self._connection, size=self._size)
+            self._next = await anext(self._stream, None)
+            if self._next is None:
+                await self.close()
+        return self._next
+
+    def take(self) -> None:
+        self._next = None
+
+    async def close(self) -> None:
+        self.ended = True
+        if self._stream is not None:
+            await self._stream.aclose()
+            self._stream = None
+
+
+async def concatenate_segments(
+    paths: Sequence[str], segments: Sequence[tuple[int, KeyRange]], connection: ConnectionConfig
+) -> AsyncIterator[ObjectRecord]:
+    """Records of key-ordered JSON Lines outputs, each holding known disjoint ranges of the key
+    space (``segments``: which input holds each range, the ranges in key order, tiling what
+    the outputs hold), one segment after the other.
+
+    An input is opened at its first segment and closed after its last, so only the inputs whose
+    segments surround the current one are open: a shared scan's pieces nest (a piece's output
+    holds its range less the ranges handed over from it), and the open inputs are the depth of
+    that tree, not the count of pieces. Every key is checked against its segment, and every
+    input must be read to its end by its last segment.
+    """
+    last_segment = {index: n for n, (index, _) in enumerate(segments)}
+    inputs = {index: _Input(path, connection, _MERGE_BLOCK) for index, path in enumerate(paths)}
+    try:
+        previous: str | None = None
+        for n, (index, segment) in enumerate(segments):
+            source = inputs[index]
+            while (record := await source.peek()) is not None and (
+                segment.end is None or record.key <= segment.end
+            ):
+                if not segment.contains(record.key) or (previous is not None and record.key <= previous):
+                    raise ScanError(f"{source.path} holds key {record.key!r} outside its part of the scan")
+                source.take()
+                previous = record.key
+                yield record
+            if last_segment[index] == n and record is not None:
+                raise ScanError(f"{source.path} holds key {record.key!r} outside its part of the scan")
+        # Those without a segment too: an output of a piece handed over whole must be empty.
+        for source in inputs.values():
+            if not source.ended and await source.peek() is not None:
+                raise ScanError(f"{source.path} holds keys outside its part of the scan")
+    finally:
+        for source in inputs.values():
+            await source.close()
 
 
 def _part_owners(ranges: Sequence[KeyRange], owners: Sequence[int] | None) -> tuple[list[str], list[int]]:

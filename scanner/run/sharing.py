@@ -31,10 +31,11 @@ waiting, so the Job's ``activeDeadlineSeconds`` ends it.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
+import itertools
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,7 +48,7 @@ from scanner.config import ScanConfig, SharedWork, parse_s3_uri
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.listing.enumerate import OutputSlot
-from scanner.output.merge import merge_shards
+from scanner.output.merge import concatenate_segments
 from scanner.output.spec import OutputSpec
 from scanner.output.writers import page_encoder
 from scanner.run.outputs import open_writer
@@ -66,9 +67,14 @@ POLL_SECONDS: Final = 0.5
 MIN_HANDED_KEYS: Final = 5_000
 # Ranges handed over for each idle pod at a time.
 RANGES_PER_IDLE_POD: Final = 8
+# A piece is listed this long before ranges of it are handed over.
+MIN_LISTING_SECONDS: Final = 2 * POLL_SECONDS
 # How long a piece handed over waits for the idle pods it was meant for before its donor may
 # claim it back.
 RESERVED_SECONDS: Final = 4 * POLL_SECONDS
+# Pieces a pod lists side by side: those handed over are small, and one at a time a pod would
+# wait on one range's round trips.
+PIECES_AT_ONCE: Final = 4
 _log = logging.getLogger("scanner.run")
 
 
@@ -80,6 +86,9 @@ class Piece:
     id: str
     range: KeyRange
     estimate: int = 0
+    # The piece it was handed over from (None: a part of the plan). Not part of its identity:
+    # a done record names its children by id and range only.
+    parent: str | None = field(default=None, compare=False)
 
 
 def root_id(index: int) -> str:
@@ -131,19 +140,6 @@ class Done:
         piece = Piece(document["id"], _range_of(document, prefix))
         return cls(piece, children, int(document["objects"]), int(document["pod"]))
 
-    def holds(self) -> Callable[[str], bool]:
-        """Whether a key belongs in this piece's output."""
-        starts = [child.range.start_after or "" for child in self.children]
-        children = self.children
-
-        def holds(key: str) -> bool:
-            if not self.piece.range.contains(key):
-                return False
-            at = bisect.bisect_left(starts, key) - 1
-            return at < 0 or not children[at].range.contains(key)
-
-        return holds
-
 
 def _inside(parent: KeyRange, children: Sequence[KeyRange]) -> bool:
     """Whether ``children`` are disjoint, in key order, and inside ``parent``."""
@@ -178,12 +174,25 @@ def ranges_left(piece: Piece, handed: Sequence[Piece]) -> list[KeyRange]:
     return left
 
 
+def segments_of(records: Sequence[Done]) -> list[tuple[int, KeyRange]]:
+    """What each record's output holds (its piece less the pieces handed over from it), as
+    (record's index, range), in key order: together they tile the roots of the tree."""
+    segments = [
+        (index, left)
+        for index, record in enumerate(records)
+        for left in ranges_left(record.piece, record.children)
+    ]
+    return sorted(
+        segments, key=lambda segment: (segment[1].start_after is not None, segment[1].start_after or "")
+    )
+
+
 def in_key_order(roots: Sequence[Piece], done: dict[str, Done]) -> list[Done]:
     """Every piece's record, checked to form the whole tree: each root and each child done,
     children inside their parents, nothing done that the tree does not hold.
 
-    Raises ``ScanError`` naming what is missing or wrong. The records come parents first (an
-    output's order does not matter to the merge, which goes by key).
+    Raises ``ScanError`` naming what is missing or wrong. The records come parents first (the
+    merge goes by their segments, ``segments_of``, in key order).
     """
     found: list[Done] = []
     missing: list[str] = []
@@ -353,7 +362,9 @@ class Board:
                 self._done[record.piece.id] = record
             else:
                 document = orjson.loads(data)
-                piece = Piece(document["id"], _range_of(document, self._scan_prefix))
+                piece = Piece(
+                    document["id"], _range_of(document, self._scan_prefix), parent=document["parent"]
+                )
                 self._handed[piece.id] = piece
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ScanError(f"a record under {self.where} is not one of the shared work's ({exc})") from None
@@ -371,8 +382,8 @@ class Board:
         else:
             await self.store.delete([self.key(f"idle/{pod}")])
 
-    async def hand_over(self, piece: Piece, parent: str) -> None:
-        document = {"id": piece.id, "parent": parent, **_range_json(piece.range)}
+    async def hand_over(self, piece: Piece) -> None:
+        document = {"id": piece.id, "parent": piece.parent, **_range_json(piece.range)}
         key = self.key(f"pieces/{piece.id}.json")
         if not await self.store.put(key, orjson.dumps(document), if_absent=True):
             raise ScanError(f"piece {piece.id} was handed over twice")
@@ -386,17 +397,49 @@ class Board:
 # --- handing ranges over while a piece is listed ----------------------------------------------
 
 
+class Demand:
+    """What a pod knows of the other pods' wait, shared by the pieces it lists at once: how many
+    ranges they want handed over (from the last look at the board), and the pieces this pod
+    handed over and when (while other pods wait, those are theirs)."""
+
+    def __init__(self, pod: int) -> None:
+        self.wanted = 0
+        self._handed: dict[str, float] = {}
+        # Ids of pieces handed over: short whatever the depth of the tree, and unique to this
+        # run of this pod (a restarted pod must not reuse one; the conditional put checks it).
+        self._id_prefix = f"h{pod}-{secrets.token_hex(4)}-"
+        self._ids = itertools.count(1)
+
+    def new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids)}"
+
+    def update(self, state: BoardState, roots: Sequence[Piece]) -> None:
+        waiting = len(state.idle) * RANGES_PER_IDLE_POD
+        self.wanted = max(0, waiting - len(state.unclaimed(roots)))
+
+    def handed(self, piece: Piece) -> None:
+        self.wanted -= 1
+        self._handed[piece.id] = time.monotonic()
+
+    def reserved(self, state: BoardState) -> frozenset[str]:
+        if not state.idle:
+            return frozenset()
+        # A pod that stopped while marked idle must not hold them up for long.
+        fresh = time.monotonic() - RESERVED_SECONDS
+        return frozenset(piece_id for piece_id, when in self._handed.items() if when > fresh)
+
+
 class Donor:
     """The ``HandOver`` of a pod listing a piece: while other pods wait with nothing to claim,
     it takes the rest of ranges with plenty left (``RANGES_PER_IDLE_POD`` for each idle pod)
     and publishes each as a new piece."""
 
-    def __init__(self, board: Board, piece: Piece, earlier: Sequence[Piece]) -> None:
+    def __init__(self, board: Board, piece: Piece, earlier: Sequence[Piece], demand: Demand) -> None:
         self._board = board
         self._piece = piece
-        self._next = 1 + max((int(p.id.rsplit(".", 1)[1]) for p in earlier), default=0)
+        self._demand = demand
         self.handed: list[Piece] = list(earlier)
-        self.wanted = 0  # pieces other pods wait for, as the last look at the board showed
+        self._started = time.monotonic()
         self._finish: Callable[[OutputSlot], None] | None = None
         self._outbox: list[Piece] = []
         self._posted = anyio.Event()
@@ -405,13 +448,15 @@ class Donor:
         self._finish = finish
 
     def wants(self, remaining_keys: float) -> bool:
-        return self.wanted > 0 and remaining_keys >= MIN_HANDED_KEYS
+        # A piece handed over is not handed on at its first page: pieces would hop from pod to
+        # pod a page at a time while each waits for the next look at the board.
+        listing = time.monotonic() - self._started >= MIN_LISTING_SECONDS
+        return listing and self._demand.wanted > 0 and remaining_keys >= MIN_HANDED_KEYS
 
     def take(self, key_range: KeyRange, slot: OutputSlot) -> None:
         assert self._finish is not None
-        piece = Piece(f"{self._piece.id}.{self._next}", key_range)
-        self._next += 1
-        self.wanted -= 1
+        piece = Piece(self._demand.new_id(), key_range, parent=self._piece.id)
+        self._demand.handed(piece)
         self.handed.append(piece)
         self._outbox.append(piece)
         self._posted.set()
@@ -426,16 +471,9 @@ class Donor:
 
     async def flush(self) -> None:
         while self._outbox:
-            piece = self._outbox.pop(0)
-            await self._board.hand_over(piece, self._piece.id)
-
-    async def watch(self, roots: Sequence[Piece]) -> None:
-        """Keep ``wanted`` up to date: idle pods less the pieces they can claim (until cancelled)."""
-        while True:
-            state = await self._board.read()
-            waiting = len(state.idle) * RANGES_PER_IDLE_POD
-            self.wanted = max(0, waiting - len(state.unclaimed(roots)) - len(self._outbox))
-            await anyio.sleep(POLL_SECONDS)
+            piece = self._outbox[0]
+            await self._board.hand_over(piece)
+            self._outbox.pop(0)
 
 
 # --- one pod -----------------------------------------------------------------------------------
@@ -465,52 +503,63 @@ async def share_work(config: ScanConfig, live: ScanSummary) -> ScanSummary:
 async def _list_until_complete(
     config: ScanConfig, work: SharedWork, board: Board, roots: Sequence[Piece], source: Any, live: ScanSummary
 ) -> None:
-    """Claim and list pieces (those this pod claimed before it was restarted first) until every
-    piece of the tree is done; idle, and marked so on the board, while there is none to claim."""
+    """Claim and list pieces, up to ``PIECES_AT_ONCE`` at a time (those this pod claimed before
+    it was restarted first), until every piece of the tree is done; marked idle on the board
+    while it lists none and finds none to claim. One look at the board a round serves them all."""
     resumed = await _claimed_before(board, roots, work.pod)
-    handed = _HandedHere()
+    demand = Demand(work.pod)
+    running: set[str] = set()
+    finished = anyio.Event()
     idle = False
-    while True:
-        state = await board.read()
-        if state.complete(roots):
-            break
-        if resumed:
-            piece = resumed.pop(0)
-        else:
-            chosen = choose(state, roots, work.pod, work.pods, handed.reserved(state))
-            if chosen is None:
-                if not idle:
-                    await board.set_idle(work.pod, True)
-                    idle = True
-                await anyio.sleep(POLL_SECONDS)
-                continue
-            if not await _claim(board, chosen, work.pod):
-                continue  # another pod was first
-            piece = chosen
-        if idle:
-            await board.set_idle(work.pod, False)
-            idle = False
-        handed.add(await _list_piece(config, board, roots, piece, state, source, live))
+
+    async def list_one(piece: Piece, state: BoardState) -> None:
+        nonlocal finished
+        try:
+            await _list_piece(config, board, piece, state, source, live, demand)
+        finally:
+            running.discard(piece.id)
+            finished.set()
+
+    async with anyio.create_task_group() as group:
+        while True:
+            state = await board.read()
+            if state.complete(roots):
+                break
+            demand.update(state, roots)
+            while len(running) < PIECES_AT_ONCE:
+                piece = (
+                    resumed.pop(0)
+                    if resumed
+                    else await _claim_next(board, state, roots, work, demand, running)
+                )
+                if piece is None:
+                    break
+                running.add(piece.id)
+                group.start_soon(list_one, piece, state)
+            if idle != (not running):
+                idle = not running
+                await board.set_idle(work.pod, idle)
+            with anyio.move_on_after(POLL_SECONDS):
+                await finished.wait()
+            finished = anyio.Event()
     if idle:
         await board.set_idle(work.pod, False)
 
 
-class _HandedHere:
-    """The pieces this pod handed over, and when: while other pods wait, they are theirs."""
-
-    def __init__(self) -> None:
-        self._when: dict[str, float] = {}
-
-    def add(self, pieces: Sequence[Piece]) -> None:
-        now = time.monotonic()
-        self._when.update((piece.id, now) for piece in pieces)
-
-    def reserved(self, state: BoardState) -> frozenset[str]:
-        if not state.idle:
-            return frozenset()
-        # A pod that stopped while marked idle must not hold them up for long.
-        fresh = time.monotonic() - RESERVED_SECONDS
-        return frozenset(piece_id for piece_id, when in self._when.items() if when > fresh)
+async def _claim_next(
+    board: Board,
+    state: BoardState,
+    roots: Sequence[Piece],
+    work: SharedWork,
+    demand: Demand,
+    running: set[str],
+) -> Piece | None:
+    """The next piece this pod wins the claim of, or None when there is none to claim."""
+    while (piece := choose(state, roots, work.pod, work.pods, demand.reserved(state) | running)) is not None:
+        state.claims.add(piece.id)  # this pod's or another's now
+        if await _claim(board, piece, work.pod):
+            return piece
+    return None
 
 
 async def _claim(board: Board, piece: Piece, pod: int) -> bool:
@@ -531,20 +580,21 @@ async def _claimed_before(board: Board, roots: Sequence[Piece], pod: int) -> lis
 async def _list_piece(
     config: ScanConfig,
     board: Board,
-    roots: Sequence[Piece],
     piece: Piece,
     state: BoardState,
     source: Any,
     live: ScanSummary,
-) -> list[Piece]:
-    """List ``piece`` into its output, handing parts over to idle pods; then record it done.
-    Returns the pieces handed over this time."""
+    demand: Demand,
+) -> None:
+    """List ``piece`` into its output, handing ranges over to idle pods; then record it done.
+
+    What this pod handed over from it before it was restarted (``state``) stays handed over.
+    """
     earlier = sorted(
-        (p for p in state.handed.values() if p.id.rsplit(".", 1)[0] == piece.id),
-        key=lambda p: int(p.id.rsplit(".", 1)[1]),
+        (p for p in state.handed.values() if p.parent == piece.id),
+        key=lambda p: p.range.start_after or "",
     )
-    earlier.sort(key=lambda p: p.range.start_after or "")
-    donor = Donor(board, piece, earlier)
+    donor = Donor(board, piece, earlier, demand)
     output = board.output_of(piece.id)
     if not output.startswith("s3://"):
         os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -559,13 +609,13 @@ async def _list_piece(
         processes=1,
         processes_on_demand=False,
     )
-    before = live.objects
+    # Its own counts (pieces run side by side), added to the pod's once it is listed.
+    listed = ScanSummary(requests=live.requests)
     ranges = ranges_left(piece, earlier)
     async with anyio.create_task_group() as group:
-        group.start_soon(donor.watch, roots)
         group.start_soon(donor.publish)
         if ranges:
-            await run_scan(piece_config, source, ranges, live, hand_over=donor)
+            await run_scan(piece_config, source, ranges, listed, hand_over=donor)
         else:
             await _write_empty(piece_config)
         group.cancel_scope.cancel()
@@ -573,12 +623,16 @@ async def _list_piece(
         await donor.flush()
     handed = tuple(sorted(donor.handed, key=lambda p: p.range.start_after or ""))
     pod = config.shared_work.pod if config.shared_work is not None else 0
-    await board.finish(Done(piece, handed, live.objects - before, pod))
+    await board.finish(Done(piece, handed, listed.objects, pod))
+    live.objects += listed.objects
+    live.bytes += listed.bytes
+    if listed.matched is not None:
+        live.matched = (live.matched or 0) + listed.matched
+        live.add_skipped(listed.skipped)
     _log.debug(
         "piece-listed",
-        extra={"fields": {"piece": piece.id, "objects": live.objects - before, "handed_over": len(handed)}},
+        extra={"fields": {"piece": piece.id, "objects": listed.objects, "handed_over": len(handed)}},
     )
-    return [child for child in handed if child not in earlier]
 
 
 async def _write_empty(config: ScanConfig) -> None:
@@ -597,7 +651,15 @@ async def merge_board(config: ScanConfig, board: Board, roots: Sequence[Piece]) 
     written = 0
     async with committing(open_writer(config)) as writer:
         page = []
-        merged = merge_shards(paths, config.connection, holds=[record.holds() for record in records])
+        segments = sorted(
+            (
+                (index, left)
+                for index, record in enumerate(records)
+                for left in ranges_left(record.piece, record.children)
+            ),
+            key=lambda segment: segment[1].start_after or "",
+        )
+        merged = concatenate_segments(paths, segments, config.connection)
         async for record in merged:
             page.append(record)
             if len(page) == 1000:

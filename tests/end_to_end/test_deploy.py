@@ -288,6 +288,7 @@ def test_kustomize_build_is_valid(built_manifests: list[Manifest]) -> None:
         ("Job", "bucket-scanner-merge"),
         ("Job", "bucket-scanner-once"),
         ("Job", "bucket-scanner-sharded"),
+        ("Job", "bucket-scanner-shared"),
         ("Namespace", NAMESPACE),
         ("ServiceAccount", SERVICE_ACCOUNT),
     ]
@@ -518,6 +519,40 @@ def test_every_shard_uses_the_one_plan_and_the_merge_reads_them_all(manifests: l
         args = scanner_container(pod)["args"]
         if any(arg.split("=", 1)[0] == "--shard" for arg in args):
             assert any(arg.split("=", 1)[0] == "--plan" for arg in args), f"{name}: shards without a plan"
+
+
+def test_the_shared_job_meets_on_one_board_a_run_and_merges_in_its_last_pod(
+    manifests: list[Manifest],
+) -> None:
+    """What makes the pods of the shared Job one scan: one plan key and one board for all of a
+    run's pods (the Job's uid in it, no per-pod variable), a new board for each run, and one
+    output, written by the pod that wins the merge claim (tests/end_to_end/test_sharded_job.py
+    runs the pods against RGW)."""
+    job = one(manifests, "Job", "bucket-scanner-shared")["spec"]
+    assert job["completionMode"] == "Indexed"
+    container = scanner_container(job["template"]["spec"])
+    count = int(env_value(container, "SCANNER_SHARD_COUNT"))
+    assert job["completions"] == job["parallelism"] == count > 1
+    assert job["backoffLimitPerIndex"] >= 1
+    assert arg_value(container, "--shard") == "$(JOB_COMPLETION_INDEX)/$(SCANNER_SHARD_COUNT)"
+    plan, board, output = (arg_value(container, option) for option in ("--plan", "--share-work", "--output"))
+    assert "--create-plan" in container["args"]
+    assert not VARIABLE_REFERENCE.search(plan)
+    assert VARIABLE_REFERENCE.findall(board) == ["JOB_UID"]
+    assert env_value(container, "JOB_UID") == {
+        "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}
+    }
+    assert not VARIABLE_REFERENCE.search(output)
+    assert board.startswith("s3://")
+    assert board.endswith("/")
+    assert len({plan, board, output}) == 3
+    assert arg_value(container, "--format") == "items"
+    # The board is the run's progress: it needs what a checkpoint needs (get, put, delete, list).
+    bucket, key = s3_uri(board)
+    full = load_policy("state-and-checkpoint-policy.json")
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert allowed(full, action, f"{bucket}/{key}idle/0"), action
+    assert allowed(full, "s3:ListBucket", bucket, key)
 
 
 def test_variable_references_resolve(manifests: list[Manifest]) -> None:

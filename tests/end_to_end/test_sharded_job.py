@@ -40,6 +40,7 @@ pushgateway = test_report.pushgateway
 
 COMPLETION_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 JOB_NAME_FIELD = "metadata.labels['batch.kubernetes.io/job-name']"
+JOB_UID_FIELD = "metadata.labels['batch.kubernetes.io/controller-uid']"
 # Besides a DICOM archive under archive/: what the ConfigMap's filter and prefix leave out.
 EXTRA_KEYS = [
     "archive/study00000/report.txt",
@@ -55,7 +56,13 @@ def container_of(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_pod(
-    name: str, files: Filesystem, bucket: str, s3: S3Target, pushgateway: str, index: int | None = None
+    name: str,
+    files: Filesystem,
+    bucket: str,
+    s3: S3Target,
+    pushgateway: str,
+    index: int | None = None,
+    uid: str = "6f1c0c2e-0000-4000-8000-000000000001",
 ) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) of the pod (completion ``index``) of the Job in deploy/k8s/``name``."""
     image = load_image()
@@ -87,7 +94,11 @@ def job_pod(
     env.update(
         AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_ENDPOINT_URL=s3.endpoint_url
     )
-    downward = {COMPLETION_INDEX_FIELD: str(index), JOB_NAME_FIELD: manifest["metadata"]["name"]}
+    downward = {
+        COMPLETION_INDEX_FIELD: str(index),
+        JOB_NAME_FIELD: manifest["metadata"]["name"],
+        JOB_UID_FIELD: uid,
+    }
     for entry in container.get("env", []):
         if "value" in entry:
             env[entry["name"]] = expand_kubelet_references(entry["value"], env)
@@ -199,3 +210,41 @@ def test_the_sharded_job_and_its_merge_equal_the_one_pod_job(
     assert body(client, bucket, "bucket-scanner/output/objects-sharded.jsonl") == body(
         client, bucket, "bucket-scanner/output/objects.jsonl"
     )
+
+
+def test_the_shared_job_merges_in_one_pod_to_the_one_pod_jobs_items_list(
+    rgw_target: S3Target, tmp_path: Path, pushgateway: str
+) -> None:
+    """The pods of shared-job.yaml at once, as one run of the Job: they share one plan and one
+    board, and one of them writes the items list, byte for byte the one-pod Job's. A second run
+    (another Job uid) gets a board of its own and writes the same bytes again."""
+    keys = ["archive/" + key for key in LAYOUTS["dicom"](4200)] + EXTRA_KEYS
+    bucket = rgw_target.new_bucket(keys)
+    client = rgw_target.client()
+    shared = load_manifest("shared-job.yaml")
+    count = int(next(e["value"] for e in container_of(shared)["env"] if e["name"] == "SCANNER_SHARD_COUNT"))
+    outputs = []
+    for run in ("1", "2"):
+        uid = f"6f1c0c2e-0000-4000-8000-00000000000{run}"
+        pods = []
+        for index in range(count):
+            files = pod_files(tmp_path, f"run-{run}-pod-{index}")
+            argv, env = job_pod("shared-job.yaml", files, bucket, rgw_target, pushgateway, index, uid)
+            process = subprocess.Popen(argv, env=env, cwd=files.tmp, stderr=subprocess.PIPE, text=True)
+            pods.append((files, process))
+        for files, process in pods:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr
+            assert files.summary()["status"] == "succeeded"
+            files.assert_nothing_left_behind()
+        merged = json.loads(body(client, bucket, f"bucket-scanner/checkpoints/shared-{uid}/merged.json"))
+        assert merged["output"] == f"s3://{bucket}/bucket-scanner/output/items-shared.json"
+        outputs.append(body(client, bucket, "bucket-scanner/output/items-shared.json"))
+    files = pod_files(tmp_path, "once")
+    argv, env = job_pod("job.yaml", files, bucket, rgw_target, pushgateway)
+    once = subprocess.run(
+        argv, env=env, cwd=files.tmp, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert once.returncode == 0, once.stderr
+    single = body(client, bucket, "bucket-scanner/output/items.json")
+    assert outputs == [single, single]

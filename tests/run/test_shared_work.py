@@ -17,9 +17,13 @@ from hypothesis import strategies as st
 from scanner.config import ConnectionConfig, S3Location, ScanConfig, SharedWork
 from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
+from scanner.output.merge import concatenate_segments
+from scanner.run import sharing
 from scanner.run.sharing import (
+    RANGES_PER_IDLE_POD,
     Board,
     BoardState,
+    Demand,
     Done,
     Piece,
     board_document,
@@ -28,8 +32,10 @@ from scanner.run.sharing import (
     merge_board,
     ranges_left,
     roots_of,
+    segments_of,
 )
 from scanner.run.sharing import _list_piece as list_piece
+from scanner.run.sharing import _list_until_complete as list_until_complete
 from scanner.run.summary import ScanSummary
 from scanner.storage.directory import DirectoryObjectStore
 from tests.conftest import REPO_ROOT, S3Target, run_scanner
@@ -56,12 +62,23 @@ def tree(keys: list[str], cuts: list[int]) -> tuple[Piece, list[Piece]]:
 def test_a_piece_less_its_children_and_the_children_tile_it(keys: list[str], cuts: list[int]) -> None:
     piece, children = tree(keys, cuts)
     left = ranges_left(piece, children)
-    holds = Done(piece, tuple(children), 0, 0).holds()
     for key in keys:
         in_left = sum(r.contains(key) for r in left)
         in_children = sum(child.range.contains(key) for child in children)
         assert in_left + in_children == 1, key
-        assert holds(key) == (in_left == 1)
+    # The merge's segments: each key in one, in key order, and the one of the right output.
+    records = [Done(piece, tuple(children), 0, 0), *(Done(child, (), 0, 0) for child in children)]
+    segments = segments_of(records)
+    for key in keys:
+        (owner,) = [index for index, segment in segments if segment.contains(key)]
+        assert owner == (
+            0
+            if any(r.contains(key) for r in left)
+            else 1 + next(n for n, child in enumerate(children) if child.range.contains(key))
+        )
+    starts = [segment.start_after for _, segment in segments]
+    assert starts[0] is None
+    assert starts[1:] == sorted(starts[1:])  # type: ignore[type-var]
 
 
 def test_what_is_left_of_a_bounded_piece() -> None:
@@ -92,6 +109,35 @@ def test_the_tree_is_checked_before_a_merge() -> None:
     done["p00000"] = Done(roots[0], (outside,), 5, 0)
     with pytest.raises(ScanError, match="not inside it"):
         in_key_order(roots, done)
+
+
+def record_line(key: str) -> bytes:
+    fields = {"key": key, "size": 1, "last_modified": "2026-11-28T01:28:50.000Z", "etag": "e"}
+    return orjson.dumps({**fields, "storage_class": "STANDARD"}) + b"\n"
+
+
+def test_segments_are_read_in_key_order_and_every_key_is_checked(tmp_path: Path) -> None:
+    parent, child = tmp_path / "p.jsonl", tmp_path / "c.jsonl"
+    parent.write_bytes(b"".join(record_line(k) for k in ("a", "b", "f", "g")))
+    child.write_bytes(b"".join(record_line(k) for k in ("c", "d")))
+    paths = [str(parent), str(child)]
+    segments = [
+        (0, KeyRange("", None, "b")),
+        (1, KeyRange("", "b", "e")),
+        (0, KeyRange("", "e", None)),
+    ]
+
+    async def read(segments: list[tuple[int, KeyRange]]) -> list[str]:
+        return [record.key async for record in concatenate_segments(paths, segments, ConnectionConfig())]
+
+    assert anyio.run(read, segments) == ["a", "b", "c", "d", "f", "g"]
+    # "d" outside the child's segment, then "f" left in the parent past its last segment.
+    with pytest.raises(ScanError, match="'d' outside its part"):
+        anyio.run(
+            read, [(0, KeyRange("", None, "b")), (1, KeyRange("", "b", "c")), (0, KeyRange("", "c", None))]
+        )
+    with pytest.raises(ScanError, match="'f' outside its part"):
+        anyio.run(read, [(0, KeyRange("", None, "b")), (1, KeyRange("", "b", "e"))])
 
 
 def test_a_done_record_survives_its_json() -> None:
@@ -139,10 +185,14 @@ def test_pods_of_another_scan_are_refused_at_the_board(tmp_path: Path) -> None:
         anyio.run(board.join, board_document(config, other))
 
 
-def test_a_listing_hands_ranges_to_idle_pods_and_the_pieces_merge_to_every_key(tmp_path: Path) -> None:
+def test_a_listing_hands_ranges_to_idle_pods_and_the_pieces_merge_to_every_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One pod lists the one part while two others wait: it hands ranges over as it goes, each a
     piece of its own; listed in turn (as the waiting pods would) and merged, they hold every key
     exactly once."""
+    # At once, not after a second of listing: what is tested is what is handed over.
+    monkeypatch.setattr(sharing, "MIN_LISTING_SECONDS", 0.0)
     keys = [f"study{s:03d}/img{i:05d}.dcm" for s in range(3) for i in range(20_000)]
     bucket = MemoryBucket(keys, latency=0.001)
     config, work = work_for(tmp_path, [KeyRange("")])
@@ -155,20 +205,56 @@ def test_a_listing_hands_ranges_to_idle_pods_and_the_pieces_merge_to_every_key(t
         await board.set_idle(1, True)
         await board.set_idle(2, True)
         assert await board.claim("claims/p00000", 0)
-        handed = await list_piece(config, board, roots, roots[0], await board.read(), bucket, listed)
+        state = await board.read()
+        demand = Demand(0)
+        demand.update(state, roots)
+        assert demand.wanted == 2 * RANGES_PER_IDLE_POD
+        await list_piece(config, board, roots[0], state, bucket, listed, demand)
+        handed = (await board.read()).done["p00000"].children
         assert handed, "nothing was handed over to the waiting pods"
+        assert demand.wanted == 2 * RANGES_PER_IDLE_POD - len(handed)
         await board.set_idle(1, False)
         await board.set_idle(2, False)
         while not (state := await board.read()).complete(roots):
             for piece in state.unclaimed(roots):
                 assert await board.claim(f"claims/{piece.id}", 1)
-                await list_piece(config, board, roots, piece, state, bucket, listed)
+                await list_piece(config, board, piece, state, bucket, listed, Demand(1))
         return await merge_board(config, board, roots)
 
     assert anyio.run(share) == len(keys)
     merged = [orjson.loads(line)["key"] for line in (tmp_path / "merged.jsonl").read_bytes().splitlines()]
     assert merged == sorted(keys)
     assert listed.objects == len(keys)
+
+
+def test_a_restarted_pod_finishes_its_claims_less_what_it_had_handed_over(tmp_path: Path) -> None:
+    """Pod 0 had claimed part 0 and handed a range of it over, then stopped before it was done.
+    Started again, it lists part 0 without that range (claimed again by no one: its claim
+    stands), then the rest; merged, every key once."""
+    keys = [f"k{n:06d}" for n in range(30_000)]
+    bucket = MemoryBucket(keys)
+    parts = [KeyRange("", None, "k015000"), KeyRange("", "k015000", None)]
+    config, _ = work_for(tmp_path, parts)
+    assert config.shared_work is not None
+    work = replace(config.shared_work, pods=1)
+    config = replace(config, shared_work=work)
+    board = Board(DirectoryObjectStore(work.board), "", "", work.board)
+    roots = roots_of(work)
+    handed = Piece("h0-before-1", KeyRange("", "k005000", "k010000"), parent="p00000")
+
+    async def restart() -> int:
+        await board.join(board_document(config, work))
+        assert await board.claim("claims/p00000", 0)
+        await board.hand_over(handed)
+        await list_until_complete(config, work, board, roots, bucket, ScanSummary())
+        state = await board.read()
+        assert state.done["p00000"].children == (handed,)
+        assert state.done["p00000"].objects == 15_001 - 5_000
+        return await merge_board(config, board, roots)
+
+    assert anyio.run(restart) == len(keys)
+    merged = [orjson.loads(line)["key"] for line in (tmp_path / "merged.jsonl").read_bytes().splitlines()]
+    assert merged == keys
 
 
 def pods(args: list[str], count: int, env: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
