@@ -284,6 +284,8 @@ def board_document(config: ScanConfig, work: SharedWork) -> bytes:
         "uri": str(config.location),
         "plan": work.plan,
         "pods": work.pods,
+        "output": config.output,
+        "output_format": config.output_format,
         "listing": hashlib.sha256(listing.encode()).hexdigest(),
         "parts": [{**_range_json(piece.range), "estimated_keys": piece.estimate} for piece in roots_of(work)],
     }
@@ -323,7 +325,7 @@ class Board:
         stored = await self.store.get(key)
         if stored != document:
             raise UsageError(
-                f"{self.store.where(key)} is for another scan (other URI, plan, pod count or "
+                f"{self.store.where(key)} is for another scan (other URI, plan, pod count, output or "
                 "filters): give each run of the Job its own --share-work prefix"
             )
 
@@ -402,7 +404,8 @@ class Demand:
     ranges they want handed over (from the last look at the board), and the pieces this pod
     handed over and when (while other pods wait, those are theirs)."""
 
-    def __init__(self, pod: int) -> None:
+    def __init__(self, pod: int, pods: int) -> None:
+        self._pods = pods
         self.wanted = 0
         self._handed: dict[str, float] = {}
         # Ids of pieces handed over: short whatever the depth of the tree, and unique to this
@@ -414,8 +417,10 @@ class Demand:
         return f"{self._id_prefix}{next(self._ids)}"
 
     def update(self, state: BoardState, roots: Sequence[Piece]) -> None:
-        waiting = len(state.idle) * RANGES_PER_IDLE_POD
-        self.wanted = max(0, waiting - len(state.unclaimed(roots)))
+        # Shared among the pods still listing, each of which hands over its part of it.
+        wanted = len(state.idle) * RANGES_PER_IDLE_POD - len(state.unclaimed(roots))
+        busy = max(1, self._pods - len(state.idle))
+        self.wanted = -(-wanted // busy) if wanted > 0 else 0
 
     def handed(self, piece: Piece) -> None:
         self.wanted -= 1
@@ -507,7 +512,7 @@ async def _list_until_complete(
     it was restarted first), until every piece of the tree is done; marked idle on the board
     while it lists none and finds none to claim. One look at the board a round serves them all."""
     resumed = await _claimed_before(board, roots, work.pod)
-    demand = Demand(work.pod)
+    demand = Demand(work.pod, work.pods)
     running: set[str] = set()
     finished = anyio.Event()
     idle = False

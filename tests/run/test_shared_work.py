@@ -163,6 +163,19 @@ def test_a_pod_claims_its_own_parts_then_handed_pieces_then_the_others_last() ->
     assert choose(state, roots, 1, 3) is None
 
 
+def test_the_ranges_idle_pods_want_are_shared_among_the_busy_ones() -> None:
+    roots = [Piece(f"p0000{i}", KeyRange("")) for i in range(4)]
+    state = BoardState(claims={piece.id for piece in roots}, idle={3})
+    demand = Demand(0, 4)
+    demand.update(state, roots)
+    assert demand.wanted == -(-RANGES_PER_IDLE_POD // 3)
+    state.handed["h1-a-1"] = Piece("h1-a-1", KeyRange(""), parent="p00001")  # one to claim already
+    demand.update(state, roots)
+    assert demand.wanted == -(-(RANGES_PER_IDLE_POD - 1) // 3)
+    demand.update(BoardState(claims=state.claims), roots)
+    assert demand.wanted == 0
+
+
 def work_for(tmp_path: Path, parts: list[KeyRange], output: str = "") -> tuple[ScanConfig, SharedWork]:
     work = SharedWork(str(tmp_path / "board"), 0, 3, "plan.json", tuple(parts))
     config = ScanConfig(
@@ -206,9 +219,9 @@ def test_a_listing_hands_ranges_to_idle_pods_and_the_pieces_merge_to_every_key(
         await board.set_idle(2, True)
         assert await board.claim("claims/p00000", 0)
         state = await board.read()
-        demand = Demand(0)
+        demand = Demand(0, 3)
         demand.update(state, roots)
-        assert demand.wanted == 2 * RANGES_PER_IDLE_POD
+        assert demand.wanted == 2 * RANGES_PER_IDLE_POD  # this pod is the only one busy
         await list_piece(config, board, roots[0], state, bucket, listed, demand)
         handed = (await board.read()).done["p00000"].children
         assert handed, "nothing was handed over to the waiting pods"
@@ -218,7 +231,7 @@ def test_a_listing_hands_ranges_to_idle_pods_and_the_pieces_merge_to_every_key(
         while not (state := await board.read()).complete(roots):
             for piece in state.unclaimed(roots):
                 assert await board.claim(f"claims/{piece.id}", 1)
-                await list_piece(config, board, piece, state, bucket, listed, Demand(1))
+                await list_piece(config, board, piece, state, bucket, listed, Demand(1, 3))
         return await merge_board(config, board, roots)
 
     assert anyio.run(share) == len(keys)
