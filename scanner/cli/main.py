@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BOARD",
         help="with --shard and --plan: the pods share the plan's parts while they run, through small "
         "objects under BOARD (a directory or s3://BUCKET/PREFIX/, one per run), claiming parts with "
-        "conditional puts and handing over halves of parts to pods that ran out; the last pod merges "
-        "every part into --output",
+        "conditional puts and handing the rest of ranges to pods that ran out; one pod merges every "
+        "piece into --output",
     )
     scan.add_argument(
         "--state", help="snapshot of this run (path or s3://BUCKET/KEY), replaced only after success"

@@ -31,33 +31,39 @@ waiting, so the Job's ``activeDeadlineSeconds`` ends it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Final
 
 import anyio
 import orjson
 
-from scanner.config import ScanConfig, SharedWork, parse_s3_uri
-from scanner.errors import ScanError, UsageError
+from scanner.config import ScanConfig, SharedWork
 from scanner.keyspace import KeyRange
 from scanner.listing.enumerate import OutputSlot
 from scanner.output.merge import concatenate_segments
 from scanner.output.spec import OutputSpec
 from scanner.output.writers import page_encoder
+from scanner.run.board import Board, board_document, open_board_store
 from scanner.run.outputs import open_writer
+from scanner.run.pieces import (
+    BoardState,
+    Done,
+    Piece,
+    choose,
+    in_key_order,
+    ranges_left,
+    roots_of,
+)
 from scanner.run.pipeline import run_scan
 from scanner.run.summary import ScanSummary
-from scanner.storage.base import ObjectStore, committing
+from scanner.storage.base import committing
 
-BOARD_FORMAT: Final = "bucket-scanner-shared-work"
-BOARD_VERSION: Final = 1
 # How often a pod looks at the board: an idle one for pieces to claim, a busy one for idle pods
 # to hand a piece to. A look is one LIST request (a few more when there is news), so a pod
 # costs two requests a second against the hundreds a second it lists.
@@ -76,324 +82,6 @@ RESERVED_SECONDS: Final = 4 * POLL_SECONDS
 # wait on one range's round trips.
 PIECES_AT_ONCE: Final = 4
 _log = logging.getLogger("scanner.run")
-
-
-# --- pieces and the tree they form (pure) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Piece:
-    id: str
-    range: KeyRange
-    estimate: int = 0
-    # The piece it was handed over from (None: a part of the plan). Not part of its identity:
-    # a done record names its children by id and range only.
-    parent: str | None = field(default=None, compare=False)
-
-
-def root_id(index: int) -> str:
-    return f"p{index:05d}"
-
-
-def _estimates(work: SharedWork) -> list[int]:
-    return [*work.estimates[: len(work.parts)], *[0] * (len(work.parts) - len(work.estimates))]
-
-
-def roots_of(work: SharedWork) -> list[Piece]:
-    """The plan's parts, as the pieces that tile the prefix."""
-    return [
-        Piece(root_id(i), r, e) for i, (r, e) in enumerate(zip(work.parts, _estimates(work), strict=True))
-    ]
-
-
-def _range_json(key_range: KeyRange) -> dict[str, Any]:
-    return {"start_after": key_range.start_after, "end": key_range.end}
-
-
-def _range_of(document: dict[str, Any], prefix: str) -> KeyRange:
-    return KeyRange(prefix, document["start_after"], document["end"])
-
-
-@dataclass(frozen=True)
-class Done:
-    """A piece listed: its output holds ``piece.range`` less the ranges of ``children``."""
-
-    piece: Piece
-    children: tuple[Piece, ...]
-    objects: int
-    pod: int
-
-    def to_json(self) -> bytes:
-        document = {
-            "id": self.piece.id,
-            **_range_json(self.piece.range),
-            "children": [{"id": child.id, **_range_json(child.range)} for child in self.children],
-            "objects": self.objects,
-            "pod": self.pod,
-        }
-        return orjson.dumps(document)
-
-    @classmethod
-    def from_json(cls, data: bytes, prefix: str) -> Done:
-        document = orjson.loads(data)
-        children = tuple(Piece(c["id"], _range_of(c, prefix)) for c in document["children"])
-        piece = Piece(document["id"], _range_of(document, prefix))
-        return cls(piece, children, int(document["objects"]), int(document["pod"]))
-
-
-def _inside(parent: KeyRange, children: Sequence[KeyRange]) -> bool:
-    """Whether ``children`` are disjoint, in key order, and inside ``parent``."""
-    low = parent.start_after
-    for child in children:
-        if child.start_after is None or (low is not None and child.start_after < low):
-            return False
-        if child.end is None:
-            if parent.end is not None:
-                return False
-        elif child.end <= child.start_after or (parent.end is not None and child.end > parent.end):
-            return False
-        low = child.end
-        if low is None and child is not children[-1]:
-            return False
-    return True
-
-
-def ranges_left(piece: Piece, handed: Sequence[Piece]) -> list[KeyRange]:
-    """What of ``piece`` is still to list once ``handed`` (its children, in key order) are not."""
-    prefix = piece.range.prefix
-    left: list[KeyRange] = []
-    low = piece.range.start_after
-    for child in handed:
-        if child.range.start_after != low:
-            left.append(KeyRange(prefix, low, child.range.start_after))
-        if child.range.end is None:
-            return left
-        low = child.range.end
-    if piece.range.end is None or low != piece.range.end:
-        left.append(KeyRange(prefix, low, piece.range.end))
-    return left
-
-
-def segments_of(records: Sequence[Done]) -> list[tuple[int, KeyRange]]:
-    """What each record's output holds (its piece less the pieces handed over from it), as
-    (record's index, range), in key order: together they tile the roots of the tree."""
-    segments = [
-        (index, left)
-        for index, record in enumerate(records)
-        for left in ranges_left(record.piece, record.children)
-    ]
-    return sorted(
-        segments, key=lambda segment: (segment[1].start_after is not None, segment[1].start_after or "")
-    )
-
-
-def in_key_order(roots: Sequence[Piece], done: dict[str, Done]) -> list[Done]:
-    """Every piece's record, checked to form the whole tree: each root and each child done,
-    children inside their parents, nothing done that the tree does not hold.
-
-    Raises ``ScanError`` naming what is missing or wrong. The records come parents first (the
-    merge goes by their segments, ``segments_of``, in key order).
-    """
-    found: list[Done] = []
-    missing: list[str] = []
-    pending = list(reversed(roots))
-    while pending:
-        piece = pending.pop()
-        record = done.get(piece.id)
-        if record is None:
-            missing.append(piece.id)
-            continue
-        if record.piece.range != piece.range:
-            raise ScanError(f"piece {piece.id} was listed over another range than the plan's")
-        if not _inside(piece.range, [child.range for child in record.children]):
-            raise ScanError(f"the pieces handed over from {piece.id} are not inside it")
-        found.append(record)
-        pending.extend(reversed(record.children))
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ScanError(f"the shared scan is not finished: no output yet for {shown}")
-    stray = set(done) - {record.piece.id for record in found}
-    if stray:
-        raise ScanError(f"done records that belong to no piece of this scan: {', '.join(sorted(stray)[:5])}")
-    return found
-
-
-@dataclass
-class BoardState:
-    claims: set[str] = field(default_factory=set)
-    idle: set[int] = field(default_factory=set)
-    handed: dict[str, Piece] = field(default_factory=dict)
-    done: dict[str, Done] = field(default_factory=dict)
-    merge_claimed: bool = False
-    merged: bool = False
-
-    def unclaimed(self, roots: Sequence[Piece]) -> list[Piece]:
-        return [piece for piece in [*roots, *self.handed.values()] if piece.id not in self.claims]
-
-    def complete(self, roots: Sequence[Piece]) -> bool:
-        known = [*roots, *self.handed.values()]
-        return all(piece.id in self.done for piece in known) and all(
-            child.id in self.done for record in self.done.values() for child in record.children
-        )
-
-
-def choose(
-    state: BoardState, roots: Sequence[Piece], pod: int, pods: int, reserved: frozenset[str] = frozenset()
-) -> Piece | None:
-    """The piece pod ``pod`` of ``pods`` claims next: its own parts of the plan first (as a
-    static plan would give them), then pieces handed over, then the other pods' last parts.
-
-    ``reserved``: pieces this pod handed over for pods that wait, passed over while they do.
-    """
-    free = {piece.id for piece in state.unclaimed(roots)} - reserved
-    own = [piece for index, piece in enumerate(roots) if index % pods == pod and piece.id in free]
-    if own:
-        return own[0]
-    handed = sorted((piece for piece in state.handed.values() if piece.id in free), key=lambda p: p.id)
-    if handed:
-        return handed[0]
-    others = [piece for piece in reversed(roots) if piece.id in free]
-    return others[0] if others else None
-
-
-# --- the board: the objects the pods share -----------------------------------------------------
-
-
-def open_board_store(board: str, connection: Any) -> tuple[ObjectStore, str]:
-    """The store under ``board`` and the key prefix of its objects."""
-    if board.startswith("s3://"):
-        # Start-up: only a shared scan needs the object store.
-        from scanner.storage.s3.store import S3ObjectStore
-
-        location = parse_s3_uri(board)
-        prefix = location.prefix
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return S3ObjectStore(location.bucket, connection, role="output", what="the shared work"), prefix
-    from scanner.storage.directory import DirectoryObjectStore
-
-    return DirectoryObjectStore(board), ""
-
-
-def board_document(config: ScanConfig, work: SharedWork) -> bytes:
-    """What every pod must agree on, as ``board.json`` holds it."""
-    listing = repr((config.filters, config.start_after, config.location.prefix))
-    document = {
-        "format": BOARD_FORMAT,
-        "version": BOARD_VERSION,
-        "uri": str(config.location),
-        "plan": work.plan,
-        "pods": work.pods,
-        "output": config.output,
-        "output_format": config.output_format,
-        "listing": hashlib.sha256(listing.encode()).hexdigest(),
-        "parts": [{**_range_json(piece.range), "estimated_keys": piece.estimate} for piece in roots_of(work)],
-    }
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
-
-
-class Board:
-    """The shared objects under one prefix of a store, read and written for one pod."""
-
-    def __init__(self, store: ObjectStore, prefix: str, location_prefix: str, where: str) -> None:
-        self.store = store
-        self.prefix = prefix
-        self.where = where
-        self._scan_prefix = location_prefix
-        self._handed: dict[str, Piece] = {}
-        self._done: dict[str, Done] = {}
-
-    def key(self, name: str) -> str:
-        return self.prefix + name
-
-    def output_of(self, piece_id: str) -> str:
-        """Where a piece's output goes: a URI or path the scan's sinks take."""
-        if self.where.startswith("s3://"):
-            return f"{self.where.rstrip('/')}/parts/{piece_id}.jsonl"
-        return os.path.join(self.where, "parts", f"{piece_id}.jsonl")
-
-    async def join(self, document: bytes) -> None:
-        """Store the board's description, or check it is this scan's; and that the server keeps
-        conditional puts, without which two pods could win one claim."""
-        key = self.key("board.json")
-        await self.store.put(key, document, if_absent=True)
-        if await self.store.put(key, document, if_absent=True):
-            raise UsageError(
-                f"the server ignored If-None-Match when writing {self.store.where(key)}, so two pods "
-                "could claim one piece: --share-work needs a server that keeps conditional puts"
-            )
-        stored = await self.store.get(key)
-        if stored != document:
-            raise UsageError(
-                f"{self.store.where(key)} is for another scan (other URI, plan, pod count, output or "
-                "filters): give each run of the Job its own --share-work prefix"
-            )
-
-    async def read(self) -> BoardState:
-        state = BoardState()
-        new: list[tuple[str, str]] = []
-        async for key in self.store.keys(self.prefix):
-            name = key[len(self.prefix) :]
-            kind, _, rest = name.partition("/")
-            if kind == "claims":
-                state.claims.add(rest)
-            elif kind == "idle":
-                state.idle.add(int(rest))
-            elif kind in ("pieces", "done") and not self._known(kind, rest.removesuffix(".json")):
-                new.append((kind, key))
-            elif name == "merge":
-                state.merge_claimed = True
-            elif name == "merged.json":
-                state.merged = True
-        for kind, key in new:
-            data = await self.store.get(key)
-            if data is None:
-                continue  # listed, then removed: not a record of this board
-            self._remember(kind, data)
-        state.handed = dict(self._handed)
-        state.done = dict(self._done)
-        return state
-
-    def _known(self, kind: str, piece_id: str) -> bool:
-        return piece_id in (self._done if kind == "done" else self._handed)
-
-    def _remember(self, kind: str, data: bytes) -> None:
-        try:
-            if kind == "done":
-                record = Done.from_json(data, self._scan_prefix)
-                self._done[record.piece.id] = record
-            else:
-                document = orjson.loads(data)
-                piece = Piece(
-                    document["id"], _range_of(document, self._scan_prefix), parent=document["parent"]
-                )
-                self._handed[piece.id] = piece
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ScanError(f"a record under {self.where} is not one of the shared work's ({exc})") from None
-
-    async def claim(self, name: str, pod: int) -> bool:
-        return await self.store.put(self.key(name), orjson.dumps({"pod": pod}), if_absent=True)
-
-    async def claimed_by(self, name: str) -> int | None:
-        data = await self.store.get(self.key(name))
-        return None if data is None else int(orjson.loads(data)["pod"])
-
-    async def set_idle(self, pod: int, idle: bool) -> None:
-        if idle:
-            await self.store.put(self.key(f"idle/{pod}"), b"")
-        else:
-            await self.store.delete([self.key(f"idle/{pod}")])
-
-    async def hand_over(self, piece: Piece) -> None:
-        document = {"id": piece.id, "parent": piece.parent, **_range_json(piece.range)}
-        key = self.key(f"pieces/{piece.id}.json")
-        if not await self.store.put(key, orjson.dumps(document), if_absent=True):
-            raise ScanError(f"piece {piece.id} was handed over twice")
-        self._handed[piece.id] = piece
-
-    async def finish(self, record: Done) -> None:
-        await self.store.put(self.key(f"done/{record.piece.id}.json"), record.to_json())
-        self._done[record.piece.id] = record
 
 
 # --- handing ranges over while a piece is listed ----------------------------------------------

@@ -19,21 +19,18 @@ from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.output.merge import concatenate_segments
 from scanner.run import sharing
-from scanner.run.sharing import (
-    RANGES_PER_IDLE_POD,
-    Board,
+from scanner.run.board import Board, board_document
+from scanner.run.pieces import (
     BoardState,
-    Demand,
     Done,
     Piece,
-    board_document,
     choose,
     in_key_order,
-    merge_board,
     ranges_left,
     roots_of,
     segments_of,
 )
+from scanner.run.sharing import RANGES_PER_IDLE_POD, Demand, merge_board
 from scanner.run.sharing import _list_piece as list_piece
 from scanner.run.sharing import _list_until_complete as list_until_complete
 from scanner.run.summary import ScanSummary
@@ -334,6 +331,30 @@ def test_pods_share_the_work_through_a_directory(moto_target: S3Target, tmp_path
     assert result.returncode == 0, result.stderr
     assert merged.read_bytes() == single.read_bytes()
     assert orjson.loads((tmp_path / "work" / "merged.json").read_bytes())["records"] == len(keys)
+
+
+def test_a_server_that_ignores_conditional_puts_cannot_hold_the_board(s3rver_target: S3Target) -> None:
+    """s3rver stores a put with If-None-Match: * over an existing key: two pods could win one
+    claim, so the first pod to join says so and stops (exit code 2) before it lists a key."""
+    bucket = s3rver_target.new_bucket(["a/1", "a/2"])
+    plan = f"s3://{bucket}/plan.json"
+    result = run_scanner(["plan", f"s3://{bucket}/a/", "--shards", "2", "-o", plan], s3rver_target.env())
+    assert result.returncode == 0, result.stderr
+    args = [
+        f"s3://{bucket}/a/",
+        "--plan",
+        plan,
+        "--share-work",
+        f"s3://{bucket}/work/",
+        "-o",
+        f"s3://{bucket}/out.jsonl",
+    ]
+    (pod,) = pods(args, 1, s3rver_target.env())
+    assert pod.returncode == 2, pod.stderr
+    (line,) = pod.stderr.strip().splitlines()
+    assert "ignored If-None-Match" in line
+    listed = s3rver_target.client().list_objects_v2(Bucket=bucket)["Contents"]
+    assert not any(entry["Key"].startswith(("work/claims/", "work/parts/")) for entry in listed)
 
 
 @pytest.mark.parametrize(
