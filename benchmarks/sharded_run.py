@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{sum(sizes) / max(cpu, 1e-9):,.0f} keys per CPU-second"
         )
         if args.share_work:
-            same = _shared(args, uri, env, plan, where, read, read(single)) and same
+            same = _shared(args, uri, env, plan, where, read, read(single), client) and same
     return 0 if same else 1
 
 
@@ -233,6 +233,7 @@ def _shared(
     where: str,
     read: Any,
     single: bytes,
+    client: Any,
 ) -> bool:
     """The same plan run by pods that share the work; whether the merged output is the single scan's."""
     count = args.shards
@@ -243,7 +244,7 @@ def _shared(
     )
     keys = [0] * count
     pieces = 0
-    for document in _done_records(board, read):
+    for document in _done_records(board, read, client):
         keys[document["pod"]] += document["objects"]
         pieces += 1
     same = read(merged) == single
@@ -255,19 +256,13 @@ def _shared(
     return same
 
 
-def _done_records(board: str, read: Any) -> list[dict[str, Any]]:
-    if not board.startswith("s3://"):
+def _done_records(board: str, read: Any, client: Any) -> list[dict[str, Any]]:
+    if client is None:
         return [json.loads(path.read_bytes()) for path in sorted(Path(board, "done").glob("*.json"))]
-    import boto3
-
     bucket, _, prefix = board.removeprefix("s3://").partition("/")
-    client = boto3.client("s3")
     listed = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "done/")
-    return [
-        json.loads(read(f"s3://{bucket}/{entry['Key']}"))
-        for page in listed
-        for entry in page.get("Contents", [])
-    ]
+    keys = [entry["Key"] for page in listed for entry in page.get("Contents", [])]
+    return [json.loads(read(f"s3://{bucket}/{key}")) for key in keys]
 
 
 if __name__ == "__main__":

@@ -284,7 +284,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
     from scanner.cli.checks import check_output, output_compression
     from scanner.grouping import GroupingSpec
     from scanner.listing.plan import read_plan
-    from scanner.output.merge import merge_shards
+    from scanner.output.merge import merge_shards, write_records
     from scanner.output.spec import OutputSpec
     from scanner.output.writers import page_encoder
     from scanner.run.outputs import open_writer
@@ -323,14 +323,7 @@ def _merge(args: argparse.Namespace, connection: ConnectionConfig) -> int:
 
     async def merge() -> None:
         async with committing(open_writer(config)) as writer:
-            page = []
-            async for record in merge_shards(args.inputs, connection, ranges, owners):
-                page.append(record)
-                if len(page) == 1000:
-                    await writer.write(encode(page))
-                    page = []
-            if page:
-                await writer.write(encode(page))
+            await write_records(writer, encode, merge_shards(args.inputs, connection, ranges, owners))
 
     anyio.run(merge, backend="asyncio")
     return 0

@@ -13,7 +13,7 @@ import heapq
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -22,6 +22,9 @@ from scanner.errors import ScanError, UsageError
 from scanner.keyspace import KeyRange
 from scanner.output.compression import decompressed
 from scanner.records import ObjectRecord
+
+if TYPE_CHECKING:
+    from scanner.output.writers import PageEncoder, Writer
 
 # Shard outputs are read in blocks of this size, one block per input at a time; with many inputs
 # (a shared scan's pieces) the blocks shrink so that all of them together stay within the budget.
@@ -36,6 +39,8 @@ def block_size(inputs: int) -> int:
 
 
 MANIFEST_FORMAT: Final = "bucket-scanner-parts-manifest"
+# Merged records go to the writer in pages of this many, as a listing's pages come.
+_PAGE: Final = 1000
 
 
 async def _lines(
@@ -246,6 +251,22 @@ async def concatenate_segments(
     finally:
         for source in inputs.values():
             await source.close()
+
+
+async def write_records(writer: Writer, encode: PageEncoder, records: AsyncIterator[ObjectRecord]) -> int:
+    """``records`` through ``writer``, a page of 1,000 at a time; how many there were."""
+    written = 0
+    page: list[ObjectRecord] = []
+    async for record in records:
+        page.append(record)
+        if len(page) == _PAGE:
+            await writer.write(encode(page))
+            written += len(page)
+            page = []
+    if page:
+        await writer.write(encode(page))
+        written += len(page)
+    return written
 
 
 def _part_owners(ranges: Sequence[KeyRange], owners: Sequence[int] | None) -> tuple[list[str], list[int]]:

@@ -46,7 +46,7 @@ import orjson
 from scanner.config import ScanConfig, SharedWork
 from scanner.keyspace import KeyRange
 from scanner.listing.enumerate import OutputSlot
-from scanner.output.merge import concatenate_segments
+from scanner.output.merge import concatenate_segments, write_records
 from scanner.output.spec import OutputSpec
 from scanner.output.writers import page_encoder
 from scanner.run.board import Board, board_document, open_board_store
@@ -59,6 +59,7 @@ from scanner.run.pieces import (
     in_key_order,
     ranges_left,
     roots_of,
+    segments_of,
 )
 from scanner.run.pipeline import run_scan
 from scanner.run.summary import ScanSummary
@@ -174,6 +175,19 @@ class Donor:
 
 async def share_work(config: ScanConfig, live: ScanSummary) -> ScanSummary:
     """List pieces until every piece is done; the pod that wins the merge claim then merges."""
+    assert config.shared_work is not None
+    if not config.shared_work.board.startswith("s3://"):
+        return await _share_work(config, live)
+    # Start-up: only a board in S3 needs the object client.
+    from scanner.storage.s3.objects import object_client
+
+    # One object client for the whole pod, kept open: the board's many small calls and the
+    # pieces' outputs all reuse it instead of each making its own.
+    async with object_client(config.connection):
+        return await _share_work(config, live)
+
+
+async def _share_work(config: ScanConfig, live: ScanSummary) -> ScanSummary:
     work = config.shared_work
     assert work is not None
     store, prefix = open_board_store(work.board, config.connection)
@@ -340,28 +354,10 @@ async def merge_board(config: ScanConfig, board: Board, roots: Sequence[Piece]) 
     """
     records = in_key_order(roots, (await board.read()).done)
     paths = [board.output_of(record.piece.id) for record in records]
-    encode = page_encoder(OutputSpec.of(config))
-    written = 0
+    segments = segments_of(records)
     async with committing(open_writer(config)) as writer:
-        page = []
-        segments = sorted(
-            (
-                (index, left)
-                for index, record in enumerate(records)
-                for left in ranges_left(record.piece, record.children)
-            ),
-            key=lambda segment: segment[1].start_after or "",
-        )
         merged = concatenate_segments(paths, segments, config.connection)
-        async for record in merged:
-            page.append(record)
-            if len(page) == 1000:
-                await writer.write(encode(page))
-                written += len(page)
-                page = []
-        if page:
-            await writer.write(encode(page))
-            written += len(page)
+        written = await write_records(writer, page_encoder(OutputSpec.of(config)), merged)
     finished = {"output": config.output, "records": written}
     await board.store.put(board.key("merged.json"), orjson.dumps(finished))
     return written

@@ -126,6 +126,31 @@ def pod_files(root: Path, name: str) -> Filesystem:
     return files
 
 
+def run_job_pods(
+    name: str,
+    count: int,
+    root: Path,
+    tag: str,
+    bucket: str,
+    s3: S3Target,
+    pushgateway: str,
+    uid: str = "6f1c0c2e-0000-4000-8000-000000000001",
+) -> None:
+    """Every pod of the Indexed Job in deploy/k8s/``name`` at once, as one run of it (``uid``):
+    each succeeds, says so in its summary, and leaves nothing behind."""
+    pods = []
+    for index in range(count):
+        files = pod_files(root, f"{tag}-{index}")
+        argv, env = job_pod(name, files, bucket, s3, pushgateway, index, uid)
+        process = subprocess.Popen(argv, env=env, cwd=files.tmp, stderr=subprocess.PIPE, text=True)
+        pods.append((files, process))
+    for files, process in pods:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert files.summary()["status"] == "succeeded"
+        files.assert_nothing_left_behind()
+
+
 def body(client: Any, bucket: str, key: str) -> bytes:
     data: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return data
@@ -142,17 +167,7 @@ def test_the_sharded_job_and_its_merge_equal_the_one_pod_job(
     assert sharded["spec"]["completions"] == count
 
     # Every pod of the Indexed Job at once: they race for the plan, and each lists its shard.
-    shards = []
-    for index in range(count):
-        files = pod_files(tmp_path, f"shard-{index}")
-        argv, env = job_pod("indexed-job.yaml", files, bucket, rgw_target, pushgateway, index)
-        process = subprocess.Popen(argv, env=env, cwd=files.tmp, stderr=subprocess.PIPE, text=True)
-        shards.append((files, process))
-    for files, process in shards:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr
-        assert files.summary()["status"] == "succeeded"
-        files.assert_nothing_left_behind()
+    run_job_pods("indexed-job.yaml", count, tmp_path, "shard", bucket, rgw_target, pushgateway)
     stored = client.list_objects_v2(Bucket=bucket, Prefix="bucket-scanner/shards/")["Contents"]
     assert sorted(entry["Key"] for entry in stored) == ["bucket-scanner/shards/plan.json"] + [
         f"bucket-scanner/shards/shard-{index}.jsonl" for index in range(count)
@@ -226,17 +241,9 @@ def test_the_shared_job_merges_in_one_pod_to_the_one_pod_jobs_items_list(
     outputs = []
     for run in ("1", "2"):
         uid = f"6f1c0c2e-0000-4000-8000-00000000000{run}"
-        pods = []
-        for index in range(count):
-            files = pod_files(tmp_path, f"run-{run}-pod-{index}")
-            argv, env = job_pod("shared-job.yaml", files, bucket, rgw_target, pushgateway, index, uid)
-            process = subprocess.Popen(argv, env=env, cwd=files.tmp, stderr=subprocess.PIPE, text=True)
-            pods.append((files, process))
-        for files, process in pods:
-            _, stderr = process.communicate(timeout=300)
-            assert process.returncode == 0, stderr
-            assert files.summary()["status"] == "succeeded"
-            files.assert_nothing_left_behind()
+        run_job_pods(
+            "shared-job.yaml", count, tmp_path, f"run-{run}-pod", bucket, rgw_target, pushgateway, uid
+        )
         merged = json.loads(body(client, bucket, f"bucket-scanner/checkpoints/shared-{uid}/merged.json"))
         assert merged["output"] == f"s3://{bucket}/bucket-scanner/output/items-shared.json"
         outputs.append(body(client, bucket, "bucket-scanner/output/items-shared.json"))
