@@ -12,7 +12,7 @@ through small objects under ``W`` (a directory, or s3://BUCKET/PREFIX/) instead:
 - ``idle/POD``: a pod that found nothing left to claim.
 - ``pieces/ID.json``: a piece handed over. While idle pods wait, a pod listing a piece hands
   over the rest of some of its ranges (those its listing has split the piece into, with
-  plenty left) and publishes each as piece ``PARENT.N`` (the hand-over of
+  plenty left) and publishes each as a piece of its own, naming its parent (the hand-over of
   ``scanner.listing.enumerate``, as worker processes take ranges). So a part that holds far
   more keys than its estimate is shared by every pod that has time, whatever the plan saw.
 - ``parts/ID.jsonl``: a piece's output, JSON Lines in key order: its range less what it handed over.
@@ -22,8 +22,10 @@ through small objects under ``W`` (a directory, or s3://BUCKET/PREFIX/) instead:
 
 No key is lost or listed twice because the pieces form a tree whose roots tile the prefix (the
 plan) and whose children are disjoint ranges inside their parent, and each output holds exactly
-its piece's range less its children's. The merge checks the whole tree, and every key of every
-output against its piece, before it writes a byte. A pod that fails and is started again (the
+its piece's range less its children's. The merge checks the whole tree before it writes a
+byte, then reads the outputs' segments in key order (``scanner.run.pieces.segments_of``),
+checking every key against its segment; only the outputs of the pieces around the current
+segment are open at a time. A pod that fails and is started again (the
 Job's retries, same index) first finishes the pieces it had claimed, keeping the pieces it had
 already handed over; a pod that never comes back leaves its pieces unfinished and the others
 waiting, so the Job's ``activeDeadlineSeconds`` ends it.
@@ -66,8 +68,9 @@ from scanner.run.summary import ScanSummary
 from scanner.storage.base import committing
 
 # How often a pod looks at the board: an idle one for pieces to claim, a busy one for idle pods
-# to hand a piece to. A look is one LIST request (a few more when there is news), so a pod
-# costs two requests a second against the hundreds a second it lists.
+# to hand ranges to (one look serves all the pieces it lists). A look is one LIST request (a GET
+# more for each record not seen yet), so a pod costs two requests a second against the
+# hundreds a second it lists.
 POLL_SECONDS: Final = 0.5
 # A range is handed over only with at least this many keys estimated left: the other pod pays a
 # claim, a first request, an output and a done record for it.
