@@ -101,8 +101,6 @@ class Board:
                 state.idle.add(int(rest))
             elif kind in ("pieces", "done") and not self._known(kind, rest.removesuffix(".json")):
                 new.append((kind, key))
-            elif name == "merge":
-                state.merge_claimed = True
             elif name == "merged.json":
                 state.merged = True
         for kind, key in new:

@@ -162,7 +162,6 @@ class BoardState:
     idle: set[int] = field(default_factory=set)
     handed: dict[str, Piece] = field(default_factory=dict)
     done: dict[str, Done] = field(default_factory=dict)
-    merge_claimed: bool = False
     merged: bool = False
 
     def unclaimed(self, roots: Sequence[Piece]) -> list[Piece]:
