@@ -97,6 +97,7 @@ class Demand:
     handed over and when (while other pods wait, those are theirs)."""
 
     def __init__(self, pod: int, pods: int) -> None:
+        self.pod = pod
         self._pods = pods
         self.wanted = 0
         self._handed: dict[str, float] = {}
@@ -332,13 +333,8 @@ async def _list_piece(
     with anyio.CancelScope(shield=True):
         await donor.flush()
     handed = tuple(sorted(donor.handed, key=lambda p: p.range.start_after or ""))
-    pod = config.shared_work.pod if config.shared_work is not None else 0
-    await board.finish(Done(piece, handed, listed.objects, pod))
-    live.objects += listed.objects
-    live.bytes += listed.bytes
-    if listed.matched is not None:
-        live.matched = (live.matched or 0) + listed.matched
-        live.add_skipped(listed.skipped)
+    await board.finish(Done(piece, handed, listed.objects, demand.pod))
+    live.add_listed(listed.objects, listed.bytes, listed.matched, listed.skipped)
     _log.debug(
         "piece-listed",
         extra={"fields": {"piece": piece.id, "objects": listed.objects, "handed_over": len(handed)}},

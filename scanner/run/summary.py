@@ -72,13 +72,17 @@ class ScanSummary:
 
     def add_worker(self, report: dict[str, Any]) -> None:
         """What a worker process listed (its report), added to this scan's counts."""
-        self.objects += report["objects"]
-        self.bytes += report["bytes"]
+        self.add_listed(report["objects"], report["bytes"], report["matched"], report["skipped"])
         self.requests.requests += report["requests"]
         self.requests.retries += report["retries"]
-        if report["matched"] is not None:
-            self.matched = (self.matched or 0) + report["matched"]
-            self.add_skipped(report["skipped"])
+
+    def add_listed(self, objects: int, size: int, matched: int | None, skipped: dict[str, int]) -> None:
+        """Objects listed elsewhere (a worker, a piece of a shared scan), added to these counts."""
+        self.objects += objects
+        self.bytes += size
+        if matched is not None:
+            self.matched = (self.matched or 0) + matched
+            self.add_skipped(skipped)
 
 
 @dataclass(frozen=True, slots=True)

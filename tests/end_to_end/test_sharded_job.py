@@ -151,6 +151,17 @@ def run_job_pods(
         files.assert_nothing_left_behind()
 
 
+def one_pod_job_items(root: Path, bucket: str, s3: S3Target, pushgateway: str) -> bytes:
+    """The items list the one-pod Job (job.yaml) writes for ``bucket``."""
+    files = pod_files(root, "once")
+    argv, env = job_pod("job.yaml", files, bucket, s3, pushgateway)
+    once = subprocess.run(
+        argv, env=env, cwd=files.tmp, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert once.returncode == 0, once.stderr
+    return body(s3.client(), bucket, "bucket-scanner/output/items.json")
+
+
 def body(client: Any, bucket: str, key: str) -> bytes:
     data: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return data
@@ -189,14 +200,8 @@ def test_the_sharded_job_and_its_merge_equal_the_one_pod_job(
     files.assert_nothing_left_behind()
 
     # The one-pod Job over the same bucket: the same items list, byte for byte.
-    files = pod_files(tmp_path, "once")
-    argv, env = job_pod("job.yaml", files, bucket, rgw_target, pushgateway)
-    once = subprocess.run(
-        argv, env=env, cwd=files.tmp, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert once.returncode == 0, once.stderr
     merged = body(client, bucket, "bucket-scanner/output/items-sharded.json")
-    assert merged == body(client, bucket, "bucket-scanner/output/items.json")
+    assert merged == one_pod_job_items(tmp_path, bucket, rgw_target, pushgateway)
     tasks = json.loads(merged)
     assert sum(len(series["items"]) for task in tasks for series in task["series"]) == sum(sizes) == 4200
 
@@ -247,11 +252,5 @@ def test_the_shared_job_merges_in_one_pod_to_the_one_pod_jobs_items_list(
         merged = json.loads(body(client, bucket, f"bucket-scanner/checkpoints/shared-{uid}/merged.json"))
         assert merged["output"] == f"s3://{bucket}/bucket-scanner/output/items-shared.json"
         outputs.append(body(client, bucket, "bucket-scanner/output/items-shared.json"))
-    files = pod_files(tmp_path, "once")
-    argv, env = job_pod("job.yaml", files, bucket, rgw_target, pushgateway)
-    once = subprocess.run(
-        argv, env=env, cwd=files.tmp, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert once.returncode == 0, once.stderr
-    single = body(client, bucket, "bucket-scanner/output/items.json")
+    single = one_pod_job_items(tmp_path, bucket, rgw_target, pushgateway)
     assert outputs == [single, single]
