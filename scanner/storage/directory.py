@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import IO
 
@@ -84,15 +84,32 @@ class DirectoryObjectStore:
                 raise UsageError(f"cannot remove {self._path(key)}: {exc.strerror}") from None
 
     async def keys(self, prefix: str) -> AsyncIterator[str]:
-        for directory, _, files in os.walk(self.root):
-            for name in files:
-                key = os.path.relpath(os.path.join(directory, name), self.root).replace(os.sep, "/")
-                if key.startswith(prefix) and not name.startswith(_STAGED):
-                    yield key
+        # Only the directory the prefix's last "/" names is walked: a board is read twice a
+        # second by every pod, and its parts' outputs need not be visited to find its claims.
+        folder = prefix.rpartition("/")[0]
+        top = self._path(folder) if folder else self.root
+        for key in _files_under(top, f"{folder}/" if folder else ""):
+            if key.startswith(prefix):
+                yield key
 
 
 # Files being written start with this: never keys.
 _STAGED = ".staged-"
+
+
+def _files_under(directory: str, key_prefix: str) -> Iterator[str]:
+    """The keys of the files under ``directory``, whose own key is ``key_prefix``."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot list {directory}: {exc.strerror}") from None
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_under(entry.path, f"{key_prefix}{entry.name}/")
+        elif not entry.name.startswith(_STAGED):
+            yield key_prefix + entry.name
 
 
 def _staged(path: str, data: bytes) -> str:

@@ -106,6 +106,9 @@ def test_keys_and_delete(store: ObjectStore) -> None:
         for name in names:
             await store.put(name, b"x")
         assert sorted([key async for key in store.keys("cp/piece-")]) == ["cp/piece-1", "cp/piece-2"]
+        # A prefix that ends inside a folder's name, and one under a folder that does not exist.
+        assert sorted([key async for key in store.keys("c")]) == names[:3]
+        assert [key async for key in store.keys("nowhere/deeper/")] == []
         await store.delete(["cp/piece-1", "cp/piece-2", "cp/never-there"])
         await store.delete(["cp/manifest.json"])
         await store.delete([])
